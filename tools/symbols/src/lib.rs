@@ -1,0 +1,1 @@
+//! uftrace .sym files from ELF symbol tables, relocated to a load address
