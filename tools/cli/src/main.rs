@@ -1,1 +1,46 @@
-fn main() {}
+//! `vftrace`: the host-side tools. One file per command under `cmd/`.
+use clap::{Parser, Subcommand};
+
+mod cmd;
+
+#[derive(Parser)]
+#[command(name = "vftrace", version, about = "Virtualization-aware function tracing: host tools")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Record host KVM events from tracefs (x86-tsc clock) while a command runs, for a time, or until Ctrl-C.
+    Kvm(cmd::kvm::Args),
+    /// Convert a uftrace directory to Chrome trace JSON or Perfetto protobuf, streaming.
+    Convert(cmd::convert::Args),
+    /// Put a guest trace, host KVM events and host program traces on one timeline.
+    Merge(cmd::merge::Args),
+    /// Write a uftrace .sym file for an ELF file, relocated to a load address.
+    Sym(cmd::sym::Args),
+    /// Turn a guest's vftrace byte stream into a uftrace directory.
+    Capture(cmd::capture::Args),
+    /// Boot the example unikernel under KVM, trace it and the host, and show the merged result.
+    Demo(cmd::demo::Args),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Kvm(a) => cmd::kvm::run(a),
+        Command::Convert(a) => cmd::convert::run(a),
+        Command::Merge(a) => cmd::merge::run(a),
+        Command::Sym(a) => cmd::sym::run(a),
+        Command::Capture(a) => cmd::capture::run(a),
+        Command::Demo(a) => cmd::demo::run(a),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("vftrace: error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
