@@ -1,1 +1,22 @@
+//! vftrace: function tracing for programs built with `-Z instrument-mcount` or `gcc -pg`.
+//!
+//! Link this crate, call [`init`] and [`enable`], and every instrumented function entry and
+//! exit is recorded with the TSC by the backend (a separately built, never instrumented static
+//! library). With `std`, [`dump`] writes a complete uftrace directory; without it, the
+//! [`stream`] module writes the trace through whatever byte sink a kernel has.
+#![cfg_attr(not(feature = "std"), no_std)]
 
+mod backend;
+pub use backend::{
+    disable, enable, init_with_buffer, threads, InitError, Mode, ThreadStats, ThreadView,
+};
+pub mod stream;
+
+#[cfg(feature = "std")]
+mod calibrate;
+#[cfg(feature = "std")]
+pub mod capi;
+#[cfg(feature = "std")]
+mod dump;
+#[cfg(feature = "std")]
+pub use dump::{dump, init, DumpSummary};

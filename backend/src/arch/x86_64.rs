@@ -1,0 +1,267 @@
+//! x86_64 System V: `mcount`, the return trampoline and the thread-local block.
+//!
+//! `mcount` is called after the instrumented function's frame-pointer prologue
+//! (`push rbp; mov rbp, rsp; call mcount`), so the function's own return address lives at
+//! `[rbp + 8]` and mcount's return address points into the function. mcount saves every
+//! argument register (and xmm0-7 where the target has SSE), because the function has not read
+//! its arguments yet. The trampoline replaces a hooked return address; it saves the return
+//! value registers (rax, rdx, and xmm0/xmm1 with SSE) around the exit bookkeeping.
+//!
+//! With the `interruptsafe` feature both also preserve every other scratch register and the
+//! flags, for code such as interrupt handlers that is entered without a call.
+//!
+//! Thread-local state is one `.tbss` block reached through %fs in the local-exec TLS model:
+//! the program (or kernel) must give each thread a TLS block and put the thread pointer at
+//! `%fs:0`, as glibc does and as the example unikernel does.
+use crate::shadow::{on_entry, on_exit, ThreadLocal};
+use crate::ENABLED;
+use core::mem::size_of;
+
+#[cfg(feature = "interruptsafe")]
+macro_rules! save_extra_gprs {
+    () => {
+        "pushfq\n cld\n push r11\n"
+    };
+}
+#[cfg(feature = "interruptsafe")]
+macro_rules! restore_extra_gprs {
+    () => {
+        "pop r11\n popfq\n"
+    };
+}
+#[cfg(not(feature = "interruptsafe"))]
+macro_rules! save_extra_gprs {
+    () => {
+        ""
+    };
+}
+#[cfg(not(feature = "interruptsafe"))]
+macro_rules! restore_extra_gprs {
+    () => {
+        ""
+    };
+}
+#[cfg(feature = "interruptsafe")]
+const EXTRA_GPRS: usize = 2;
+#[cfg(not(feature = "interruptsafe"))]
+const EXTRA_GPRS: usize = 0;
+
+// Vector registers: with SSE, mcount keeps xmm0-7 (arguments) and the trampoline xmm0-1
+// (return values); interruptsafe keeps all sixteen. Without SSE there is nothing to keep.
+#[cfg(all(target_feature = "sse", not(feature = "interruptsafe")))]
+macro_rules! mcount_xmm {
+    ($op:ident) => {
+        xmm_ops!($op 0 1 2 3 4 5 6 7)
+    };
+}
+#[cfg(all(target_feature = "sse", not(feature = "interruptsafe")))]
+macro_rules! trampoline_xmm {
+    ($op:ident) => {
+        xmm_ops!($op 0 1)
+    };
+}
+#[cfg(all(target_feature = "sse", feature = "interruptsafe"))]
+macro_rules! mcount_xmm {
+    ($op:ident) => {
+        xmm_ops!($op 0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15)
+    };
+}
+#[cfg(all(target_feature = "sse", feature = "interruptsafe"))]
+macro_rules! trampoline_xmm {
+    ($op:ident) => {
+        mcount_xmm!($op)
+    };
+}
+#[cfg(not(target_feature = "sse"))]
+macro_rules! mcount_xmm {
+    ($op:ident) => {
+        ""
+    };
+}
+#[cfg(not(target_feature = "sse"))]
+macro_rules! trampoline_xmm {
+    ($op:ident) => {
+        ""
+    };
+}
+#[cfg(target_feature = "sse")]
+macro_rules! xmm_ops {
+    (save $($n:literal)*) => {
+        concat!($("movaps xmmword ptr [rsp + ", $n, " * 16], xmm", $n, "\n",)*)
+    };
+    (restore $($n:literal)*) => {
+        concat!($("movaps xmm", $n, ", xmmword ptr [rsp + ", $n, " * 16]\n",)*)
+    };
+}
+
+const fn xmm_count(mcount: bool) -> usize {
+    if cfg!(not(target_feature = "sse")) {
+        0
+    } else if cfg!(feature = "interruptsafe") {
+        16
+    } else if mcount {
+        8
+    } else {
+        2
+    }
+}
+
+/// Bytes below the saved general registers: the vector save area plus padding that makes
+/// `rsp` 16-byte aligned at the call into Rust. `pushed` counts 8-byte slots already on the
+/// stack above it, including the return address.
+const fn spill_area(pushed: usize, xmm: usize) -> usize {
+    let area = xmm * 16;
+    if (pushed * 8 + area) % 16 == 0 {
+        area
+    } else {
+        area + 8
+    }
+}
+
+// mcount: return address + 8 argument registers (rax for varargs, r10 static chain) + extras.
+const MCOUNT_GPRS: usize = 8 + EXTRA_GPRS;
+const MCOUNT_SPILL: usize = spill_area(1 + MCOUNT_GPRS, xmm_count(true));
+/// Offset from `rsp` (after saving) to mcount's return address.
+const MCOUNT_RET: usize = MCOUNT_SPILL + MCOUNT_GPRS * 8;
+
+// Trampoline: reserved slot for the real return address + rax, rdx + the other scratch
+// registers when interruptsafe (rcx, rsi, rdi, r8, r9, r10 and the extras).
+const TRAMP_GPRS: usize = 2 + if cfg!(feature = "interruptsafe") {
+    6 + EXTRA_GPRS
+} else {
+    0
+};
+const TRAMP_SPILL: usize = spill_area(1 + TRAMP_GPRS, xmm_count(false));
+/// Offset from `rsp` (after saving) to the reserved return slot.
+const TRAMP_SLOT: usize = TRAMP_SPILL + TRAMP_GPRS * 8;
+
+#[cfg(feature = "interruptsafe")]
+macro_rules! tramp_save_scratch {
+    () => {
+        "push rcx\n push rsi\n push rdi\n push r8\n push r9\n push r10\n"
+    };
+}
+#[cfg(feature = "interruptsafe")]
+macro_rules! tramp_restore_scratch {
+    () => {
+        "pop r10\n pop r9\n pop r8\n pop rdi\n pop rsi\n pop rcx\n"
+    };
+}
+#[cfg(not(feature = "interruptsafe"))]
+macro_rules! tramp_save_scratch {
+    () => {
+        ""
+    };
+}
+#[cfg(not(feature = "interruptsafe"))]
+macro_rules! tramp_restore_scratch {
+    () => {
+        ""
+    };
+}
+
+core::arch::global_asm!(
+    concat!(
+        // The per-thread block: shadow stack and the thread's buffer pointer.
+        ".pushsection .tbss,\"awT\",@nobits\n",
+        ".p2align 6\n",
+        "vftrace_tls_block:\n",
+        ".zero {tls_size}\n",
+        ".popsection\n",
+        ".pushsection .text.vftrace_mcount,\"ax\",@progbits\n",
+        ".globl mcount\n",
+        ".globl _mcount\n",
+        ".type mcount,@function\n",
+        ".type _mcount,@function\n",
+        ".p2align 4\n",
+        "mcount:\n",
+        "_mcount:\n",
+        // Disabled: return before touching anything.
+        "cmp byte ptr [rip + {enabled}], 0\n",
+        "je 2f\n",
+        save_extra_gprs!(),
+        "push rax\n push rdi\n push rsi\n push rdx\n push rcx\n push r8\n push r9\n push r10\n",
+        "sub rsp, {mcount_spill}\n",
+        mcount_xmm!(save),
+        "mov rdi, qword ptr fs:[0]\n",
+        "lea rdi, [rdi + vftrace_tls_block@tpoff]\n",
+        "lea rsi, [rbp + 8]\n",
+        "mov rdx, qword ptr [rsp + {mcount_ret}]\n",
+        "call {on_entry}\n",
+        mcount_xmm!(restore),
+        "add rsp, {mcount_spill}\n",
+        "pop r10\n pop r9\n pop r8\n pop rcx\n pop rdx\n pop rsi\n pop rdi\n pop rax\n",
+        restore_extra_gprs!(),
+        "2:\n",
+        "ret\n",
+        ".size mcount, . - mcount\n",
+        ".size _mcount, . - _mcount\n",
+        // A hooked function returns here instead of to its caller.
+        ".globl vftrace_return_trampoline\n",
+        ".type vftrace_return_trampoline,@function\n",
+        ".p2align 4\n",
+        "vftrace_return_trampoline:\n",
+        "sub rsp, 8\n",
+        save_extra_gprs!(),
+        tramp_save_scratch!(),
+        "push rax\n push rdx\n",
+        "sub rsp, {tramp_spill}\n",
+        trampoline_xmm!(save),
+        "mov rdi, qword ptr fs:[0]\n",
+        "lea rdi, [rdi + vftrace_tls_block@tpoff]\n",
+        "lea rsi, [rsp + {tramp_slot} + 8]\n",
+        "call {on_exit}\n",
+        "mov qword ptr [rsp + {tramp_slot}], rax\n",
+        trampoline_xmm!(restore),
+        "add rsp, {tramp_spill}\n",
+        "pop rdx\n pop rax\n",
+        tramp_restore_scratch!(),
+        restore_extra_gprs!(),
+        "ret\n",
+        ".size vftrace_return_trampoline, . - vftrace_return_trampoline\n",
+        ".popsection\n",
+    ),
+    tls_size = const size_of::<ThreadLocal>(),
+    enabled = sym ENABLED,
+    mcount_spill = const MCOUNT_SPILL,
+    mcount_ret = const MCOUNT_RET,
+    on_entry = sym on_entry,
+    tramp_spill = const TRAMP_SPILL,
+    tramp_slot = const TRAMP_SLOT,
+    on_exit = sym on_exit,
+);
+
+extern "C" {
+    fn vftrace_return_trampoline();
+}
+
+/// Address that hooked frames return through.
+#[inline(always)]
+pub fn return_trampoline_address() -> usize {
+    vftrace_return_trampoline as *const () as usize
+}
+
+/// The current thread's block in thread-local storage.
+#[inline(always)]
+pub fn tls_block() -> *mut ThreadLocal {
+    let block: *mut ThreadLocal;
+    // SAFETY: reads the thread pointer (%fs:0) and adds a link-time constant; no memory is
+    // written. Every thread of a program that links the backend has this TLS block.
+    unsafe {
+        core::arch::asm!(
+            "mov {b}, qword ptr fs:[0]",
+            "lea {b}, [{b} + vftrace_tls_block@tpoff]",
+            b = out(reg) block,
+            options(nostack, readonly, preserves_flags, pure),
+        );
+    }
+    block
+}
+
+/// The time-stamp counter. `rdtsc` is not serializing; per-thread clamping in the buffer keeps
+/// the times of one thread monotonic.
+#[inline(always)]
+pub fn rdtsc() -> u64 {
+    // SAFETY: rdtsc has no preconditions on x86_64 (user mode may read it unless CR4.TSD).
+    unsafe { core::arch::x86_64::_rdtsc() }
+}

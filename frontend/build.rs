@@ -1,0 +1,124 @@
+//! Builds the backend as a static library with a nested cargo, for the same target as this
+//! crate but without the caller's RUSTFLAGS, so that it is never instrumented (an instrumented
+//! mcount would call itself). Then makes every symbol but the C ABI local, so that the copy of
+//! `core` inside it cannot clash with the program's own.
+use std::env;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Symbols that stay global: what instrumented code and the frontend call.
+const EXPORTS: &[&str] = &[
+    "mcount",
+    "_mcount",
+    "vftrace_return_trampoline",
+    "vftrace_backend_init",
+    "vftrace_backend_enable",
+    "vftrace_backend_disable",
+    "vftrace_backend_thread_count",
+    "vftrace_backend_thread_stats",
+    "vftrace_backend_thread_read",
+    "vftrace_backend_unhook_thread",
+    "vftrace_backend_rdtsc",
+];
+
+fn main() {
+    let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());
+    let root = manifest_dir.parent().unwrap();
+    let staticlib = root.join("staticlib");
+    for dir in [
+        "backend/src",
+        "backend/Cargo.toml",
+        "staticlib/src",
+        "staticlib/Cargo.toml",
+        "format/src/record.rs",
+    ] {
+        println!("cargo:rerun-if-changed={}", root.join(dir).display());
+    }
+    println!("cargo:rerun-if-env-changed=VFTRACE_BACKEND_FEATURES");
+
+    let target = env::var("TARGET").unwrap();
+    let out = PathBuf::from(env::var("OUT_DIR").unwrap());
+    let target_dir = out.join("backend-build");
+    let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+
+    let mut cmd = Command::new(cargo);
+    cmd.arg("build")
+        .arg("--release")
+        .arg("--offline")
+        .arg("--manifest-path")
+        .arg(staticlib.join("Cargo.toml"))
+        .arg("--target")
+        .arg(&target)
+        .arg("--target-dir")
+        .arg(&target_dir);
+    if env::var_os("CARGO_FEATURE_INTERRUPTSAFE").is_some() {
+        cmd.arg("--features").arg("interruptsafe");
+    }
+    // Whatever the application is built with (-Z instrument-mcount above all) must not reach
+    // the backend.
+    for var in [
+        "RUSTFLAGS",
+        "CARGO_ENCODED_RUSTFLAGS",
+        "CARGO_BUILD_RUSTFLAGS",
+        "RUSTC_WORKSPACE_WRAPPER",
+        "CARGO_TARGET_DIR",
+        "CARGO_BUILD_TARGET",
+        "CARGO_MAKEFLAGS",
+        "MAKEFLAGS",
+        "MFLAGS",
+    ] {
+        cmd.env_remove(var);
+    }
+    for (k, _) in env::vars() {
+        if k.starts_with("CARGO_TARGET_") && k.ends_with("_RUSTFLAGS")
+            || k.starts_with("CARGO_PROFILE_")
+        {
+            cmd.env_remove(k);
+        }
+    }
+    let status = cmd
+        .status()
+        .expect("could not run cargo to build the vftrace backend");
+    assert!(
+        status.success(),
+        "building the vftrace backend (staticlib/) failed"
+    );
+
+    let built = target_dir
+        .join(&target)
+        .join("release")
+        .join("libvftrace_backend.a");
+    let lib_dir = out.join("lib");
+    std::fs::create_dir_all(&lib_dir).unwrap();
+    localize(&built, &lib_dir.join("libvftrace_backend.a"), &out);
+    println!("cargo:rustc-link-search=native={}", lib_dir.display());
+    println!("cargo:rustc-link-lib=static=vftrace_backend");
+}
+
+/// Links what the exports need into one relocatable object, keeps only `EXPORTS` global, and
+/// archives it.
+fn localize(input: &Path, output: &Path, work: &Path) {
+    let combined = work.join("vftrace_backend.o");
+    // Only the members the exports need: the backend and the few parts of core and
+    // compiler_builtins it calls.
+    let mut ld = Command::new("ld");
+    ld.arg("-r");
+    for sym in EXPORTS {
+        ld.arg("-u").arg(sym);
+    }
+    run(ld.arg(input).arg("-o").arg(&combined));
+    let mut objcopy = Command::new("objcopy");
+    for sym in EXPORTS {
+        objcopy.arg(format!("--keep-global-symbol={sym}"));
+    }
+    run(objcopy.arg(&combined));
+    let _ = std::fs::remove_file(output);
+    run(Command::new("ar").arg("crs").arg(output).arg(&combined));
+}
+
+fn run(cmd: &mut Command) {
+    let status = cmd.status().unwrap_or_else(|e| {
+        panic!("could not run {cmd:?}: {e} (binutils is needed: apt-get install binutils)")
+    });
+    assert!(status.success(), "{cmd:?} failed");
+}

@@ -1,0 +1,223 @@
+//! Linux: allocating the buffer, naming threads, and writing a complete uftrace directory.
+use crate::backend::{self, init_with_buffer, InitError, Mode, ThreadView};
+use crate::calibrate::{self, ClockPair};
+use std::io;
+use std::path::Path;
+use std::sync::OnceLock;
+use vftrace_format::dir::TraceDirWriter;
+use vftrace_format::info::Info;
+use vftrace_format::maps;
+use vftrace_format::record::{Record, RecordType, RECORD_SIZE};
+use vftrace_format::task::TaskLine;
+
+/// What `init` measured, needed again by `dump`.
+struct Session {
+    start: ClockPair,
+    mode: Mode,
+}
+
+static SESSION: OnceLock<Session> = OnceLock::new();
+
+extern "C" fn gettid() -> u64 {
+    // SAFETY: gettid has no preconditions.
+    unsafe { libc::gettid() as u64 }
+}
+
+/// Allocates a trace buffer of `capacity_bytes` shared by all threads, starts the clock
+/// calibration and installs the panic hook. Tracing starts with [`crate::enable`].
+pub fn init(capacity_bytes: usize, mode: Mode) -> Result<(), InitError> {
+    if SESSION.get().is_some() {
+        return Err(InitError::AlreadyInitialized);
+    }
+    let mut pool = Vec::new();
+    pool.try_reserve_exact(capacity_bytes)
+        .map_err(|_| InitError::OutOfMemory)?;
+    pool.resize(capacity_bytes, 0u8);
+    init_with_buffer(pool.leak(), mode, gettid)?;
+    let _ = SESSION.set(Session {
+        start: calibrate::sample(),
+        mode,
+    });
+    install_panic_hook();
+    Ok(())
+}
+
+/// The unwinder cannot step through the return trampoline, so before a panic unwinds, the
+/// thread's hooked return addresses are put back. Calls that unwind are closed in the trace
+/// when the backend next finds their frames gone.
+fn install_panic_hook() {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        backend::unhook_current_thread();
+        previous(info);
+    }));
+}
+
+/// What a dump wrote.
+#[derive(Clone, Debug, Default)]
+pub struct DumpSummary {
+    pub threads: usize,
+    pub records: u64,
+    /// Records dropped (stop-when-full) or overwritten (ring).
+    pub lost: u64,
+    /// Calls not traced because the shadow stack was full.
+    pub unhooked: u64,
+    pub tsc_hz: f64,
+}
+
+/// Stops tracing and writes everything recorded so far as a uftrace directory at `dir`
+/// (created; an existing trace directory there is replaced).
+#[inline(always)]
+pub fn dump(dir: impl AsRef<Path>) -> io::Result<DumpSummary> {
+    // Generic code is compiled (and instrumented) in the caller's crate; keep it to this line.
+    dump_to(dir.as_ref())
+}
+
+#[inline(never)]
+fn dump_to(dir: &Path) -> io::Result<DumpSummary> {
+    let session = SESSION
+        .get()
+        .ok_or_else(|| io::Error::other("vftrace::dump called before vftrace::init"))?;
+    crate::disable();
+    let clock = calibrate::clock_map_since(session.start);
+    let start_ns = session.start.mono_ns;
+
+    let pid = std::process::id();
+    let exe = std::env::current_exe()?;
+    let exename = exe.to_string_lossy().into_owned();
+    let sid = format!("{:016x}", (u64::from(pid) << 40) ^ session.start.tsc);
+
+    let mut writer = TraceDirWriter::create(dir)?;
+    let mut summary = DumpSummary {
+        tsc_hz: clock.tsc_hz,
+        ..DumpSummary::default()
+    };
+    let mut tasks = vec![TaskLine::Session {
+        timestamp_ns: start_ns,
+        pid,
+        sid: sid.clone(),
+        exename: exename.clone(),
+    }];
+    let mut tids = Vec::new();
+    for thread in backend::threads() {
+        let stats = thread.stats();
+        let tid = stats.tid as u32;
+        summary.threads += 1;
+        summary.records += stats.records;
+        summary.lost += stats.lost + stats.overwritten;
+        summary.unhooked += stats.unhooked;
+        let first_ns = write_thread(&mut writer, thread, session.mode, &clock)?;
+        tids.push(tid);
+        tasks.push(TaskLine::Task {
+            timestamp_ns: first_ns.map_or(start_ns, |t| t.min(start_ns)),
+            tid,
+            pid,
+        });
+    }
+    // uftrace lists tasks in the order they started; the backend knows them newest first.
+    tids.reverse();
+    tasks[1..].reverse();
+
+    writer.write_tasks(&tasks)?;
+    let map = maps::current_process_map()?;
+    writer.write_map(&sid, &map)?;
+    write_executable_symbols(&mut writer, &exe, &exename, &map)?;
+    let mut info = Info::from_host(exename, cmdline());
+    info.tids = tids;
+    writer.write_info(&info)?;
+    writer.write_clock(&clock)?;
+    writer.finish()?;
+    Ok(summary)
+}
+
+/// Copies one thread's records, converted to nanoseconds, with LOST records where events were
+/// dropped. Returns the time of the first record.
+fn write_thread(
+    writer: &mut TraceDirWriter,
+    thread: ThreadView,
+    mode: Mode,
+    clock: &vftrace_format::clock::ClockMap,
+) -> io::Result<Option<u64>> {
+    let stats = thread.stats();
+    let tid = stats.tid as u32;
+    let mut raw = vec![[0u8; RECORD_SIZE]; 64 * 1024];
+    let mut done = 0u64;
+    let mut first_ns = None;
+    let mut last = None::<Record>;
+    let (mut open, mut orphans) = (0u64, 0u64);
+    loop {
+        let n = thread.read(done, &mut raw);
+        if n == 0 {
+            break;
+        }
+        done += n as u64;
+        let mut records = Vec::with_capacity(n + 1);
+        for bytes in &raw[..n] {
+            let mut r = Record::from_bytes(bytes)
+                .map_err(|e| io::Error::other(format!("thread {tid}: {e}")))?;
+            r.time = clock.tsc_to_ns(r.time);
+            // Exits whose entries were overwritten (ring mode) would make uftrace invent calls
+            // of unknown length: they are counted with the overwritten records instead, and
+            // depths restart from the oldest kept call so uftrace sees no missing parents.
+            match r.kind {
+                RecordType::Entry => open += 1,
+                RecordType::Exit if open == 0 => {
+                    orphans += 1;
+                    continue;
+                }
+                RecordType::Exit => open -= 1,
+                _ => {}
+            }
+            if stats.overwritten > 0 {
+                r.depth = (open - u64::from(r.kind == RecordType::Entry)) as u16;
+            }
+            if first_ns.is_none() {
+                first_ns = Some(r.time);
+                // Ring mode: the oldest records were overwritten; say so before the first kept one.
+                if mode == Mode::Ring && stats.overwritten > 0 {
+                    records.push(Record::lost(r.time, r.depth, stats.overwritten + orphans));
+                }
+            }
+            records.push(r);
+            last = Some(r);
+        }
+        writer.write_records(tid, records)?;
+    }
+    // Stop-when-full: everything after the last kept record was dropped.
+    if stats.lost > 0 {
+        let (time, depth) = last.map_or((clock.ns_base, 0), |r| (r.time, r.depth));
+        writer.write_records(tid, [Record::lost(time, depth, stats.lost)])?;
+    }
+    Ok(first_ns)
+}
+
+/// The executable's own functions, placed where it is mapped now (PIE or not).
+fn write_executable_symbols(
+    writer: &mut TraceDirWriter,
+    exe: &Path,
+    exename: &str,
+    map: &[maps::MapEntry],
+) -> io::Result<()> {
+    let symbols = vftrace_symbols::elf_functions(exe).map_err(io::Error::other)?;
+    let map_start = map
+        .iter()
+        .find(|m| m.path == exename)
+        .map(|m| m.start)
+        .ok_or_else(|| io::Error::other(format!("{exename} is not in /proc/self/maps")))?;
+    let placement = vftrace_symbols::Placement {
+        load_address: Some(symbols.load_address_for_map_start(map_start)),
+        map_start: Some(map_start),
+        path_name: Some(exename.to_string()),
+    };
+    let (_, syms) = vftrace_symbols::sym_symbols(&symbols, &placement).map_err(io::Error::other)?;
+    writer.write_symbols(exename, &syms)
+}
+
+fn cmdline() -> String {
+    let raw = std::fs::read("/proc/self/cmdline").unwrap_or_default();
+    raw.split(|&b| b == 0)
+        .filter(|s| !s.is_empty())
+        .map(|s| String::from_utf8_lossy(s))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
