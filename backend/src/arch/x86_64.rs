@@ -106,34 +106,27 @@ const fn xmm_count(mcount: bool) -> usize {
     }
 }
 
-/// Bytes below the saved general registers: the vector save area plus padding that makes
-/// `rsp` 16-byte aligned at the call into Rust. `pushed` counts 8-byte slots already on the
-/// stack above it, including the return address.
-const fn spill_area(pushed: usize, xmm: usize) -> usize {
-    let area = xmm * 16;
-    if (pushed * 8 + area) % 16 == 0 {
-        area
+// gcc -pg calls mcount with whatever alignment the prologue left, so both entry points
+// save rbx, keep the entry rsp in it, and align rsp to 16 themselves.
+
+/// General registers mcount pushes: 8 argument registers (rax for varargs, r10 static
+/// chain), the extras, and rbx.
+const MCOUNT_PUSHED: usize = 8 + EXTRA_GPRS + 1;
+/// Offset from rbx (the rsp after the pushes) to mcount's return address.
+const MCOUNT_RET: usize = MCOUNT_PUSHED * 8;
+const MCOUNT_XMM_AREA: usize = xmm_count(true) * 16;
+
+/// The trampoline pushes rax, rdx, the other scratch registers when interruptsafe (rcx, rsi,
+/// rdi, r8, r9, r10 and the extras), and rbx, below a reserved slot for the real return address.
+const TRAMP_PUSHED: usize =
+    2 + if cfg!(feature = "interruptsafe") {
+        6 + EXTRA_GPRS
     } else {
-        area + 8
-    }
-}
-
-// mcount: return address + 8 argument registers (rax for varargs, r10 static chain) + extras.
-const MCOUNT_GPRS: usize = 8 + EXTRA_GPRS;
-const MCOUNT_SPILL: usize = spill_area(1 + MCOUNT_GPRS, xmm_count(true));
-/// Offset from `rsp` (after saving) to mcount's return address.
-const MCOUNT_RET: usize = MCOUNT_SPILL + MCOUNT_GPRS * 8;
-
-// Trampoline: reserved slot for the real return address + rax, rdx + the other scratch
-// registers when interruptsafe (rcx, rsi, rdi, r8, r9, r10 and the extras).
-const TRAMP_GPRS: usize = 2 + if cfg!(feature = "interruptsafe") {
-    6 + EXTRA_GPRS
-} else {
-    0
-};
-const TRAMP_SPILL: usize = spill_area(1 + TRAMP_GPRS, xmm_count(false));
-/// Offset from `rsp` (after saving) to the reserved return slot.
-const TRAMP_SLOT: usize = TRAMP_SPILL + TRAMP_GPRS * 8;
+        0
+    } + 1;
+/// Offset from rbx to the reserved return slot.
+const TRAMP_SLOT: usize = TRAMP_PUSHED * 8;
+const TRAMP_XMM_AREA: usize = xmm_count(false) * 16;
 
 #[cfg(feature = "interruptsafe")]
 macro_rules! tramp_save_scratch {
@@ -181,15 +174,19 @@ core::arch::global_asm!(
         "je 2f\n",
         save_extra_gprs!(),
         "push rax\n push rdi\n push rsi\n push rdx\n push rcx\n push r8\n push r9\n push r10\n",
-        "sub rsp, {mcount_spill}\n",
+        "push rbx\n",
+        "mov rbx, rsp\n",
+        "and rsp, -16\n",
+        "sub rsp, {mcount_xmm_area}\n",
         mcount_xmm!(save),
         "mov rdi, qword ptr fs:[0]\n",
         "lea rdi, [rdi + vftrace_tls_block@tpoff]\n",
         "lea rsi, [rbp + 8]\n",
-        "mov rdx, qword ptr [rsp + {mcount_ret}]\n",
+        "mov rdx, qword ptr [rbx + {mcount_ret}]\n",
         "call {on_entry}\n",
         mcount_xmm!(restore),
-        "add rsp, {mcount_spill}\n",
+        "mov rsp, rbx\n",
+        "pop rbx\n",
         "pop r10\n pop r9\n pop r8\n pop rcx\n pop rdx\n pop rsi\n pop rdi\n pop rax\n",
         restore_extra_gprs!(),
         "2:\n",
@@ -205,15 +202,19 @@ core::arch::global_asm!(
         save_extra_gprs!(),
         tramp_save_scratch!(),
         "push rax\n push rdx\n",
-        "sub rsp, {tramp_spill}\n",
+        "push rbx\n",
+        "mov rbx, rsp\n",
+        "and rsp, -16\n",
+        "sub rsp, {tramp_xmm_area}\n",
         trampoline_xmm!(save),
         "mov rdi, qword ptr fs:[0]\n",
         "lea rdi, [rdi + vftrace_tls_block@tpoff]\n",
-        "lea rsi, [rsp + {tramp_slot} + 8]\n",
+        "lea rsi, [rbx + {tramp_slot} + 8]\n",
         "call {on_exit}\n",
-        "mov qword ptr [rsp + {tramp_slot}], rax\n",
+        "mov qword ptr [rbx + {tramp_slot}], rax\n",
         trampoline_xmm!(restore),
-        "add rsp, {tramp_spill}\n",
+        "mov rsp, rbx\n",
+        "pop rbx\n",
         "pop rdx\n pop rax\n",
         tramp_restore_scratch!(),
         restore_extra_gprs!(),
@@ -223,10 +224,10 @@ core::arch::global_asm!(
     ),
     tls_size = const size_of::<ThreadLocal>(),
     enabled = sym ENABLED,
-    mcount_spill = const MCOUNT_SPILL,
+    mcount_xmm_area = const MCOUNT_XMM_AREA,
     mcount_ret = const MCOUNT_RET,
     on_entry = sym on_entry,
-    tramp_spill = const TRAMP_SPILL,
+    tramp_xmm_area = const TRAMP_XMM_AREA,
     tramp_slot = const TRAMP_SLOT,
     on_exit = sym on_exit,
 );

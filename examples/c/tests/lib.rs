@@ -1,0 +1,1 @@
+//! The C example is example.c; this crate only holds its tests.

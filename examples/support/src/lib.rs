@@ -1,0 +1,209 @@
+//! Shared by the examples' end-to-end tests.
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+/// The workspace root.
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .nth(2)
+        .unwrap()
+        .to_path_buf()
+}
+
+/// True if `tool` can be run. Missing: a failure in CI (`CI=true`), a loud skip elsewhere.
+pub fn require(tool: &str, why: &str) -> bool {
+    let found = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if found {
+        return true;
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{tool} is required in CI ({why}); scripts/setup installs it");
+    }
+    eprintln!("\n*** SKIPPED: {tool} is not installed ({why}). Run scripts/setup. ***\n");
+    false
+}
+
+/// Runs a command, failing the test with its output if it does not succeed.
+pub fn run(cmd: &mut Command) -> Output {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\n--- stdout\n{}\n--- stderr\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// `uftrace ARGS -d DIR`, which must succeed; returns stdout.
+pub fn uftrace(dir: &Path, args: &[&str]) -> String {
+    let out = run(Command::new("uftrace")
+        .args(args)
+        .arg("-d")
+        .arg(dir)
+        .arg("--no-pager"));
+    String::from_utf8(out.stdout).expect("uftrace printed non-UTF-8")
+}
+
+/// A fresh directory for one test's output.
+pub fn scratch(name: &str) -> PathBuf {
+    let dir = target_dir().join("e2e").join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.parent().unwrap()).unwrap();
+    dir
+}
+
+fn cargo() -> Command {
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    // The nested build has its own target directory, so it never waits for the outer one.
+    cmd.arg("--quiet")
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS");
+    cmd
+}
+
+/// The cargo target directory the tests run from.
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| workspace().join("target"), PathBuf::from)
+}
+
+fn nested_target_dir() -> PathBuf {
+    target_dir().join("instrumented")
+}
+
+/// examples/rust built with `-Z instrument-mcount` (once per test binary).
+pub fn instrumented_rust_example() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let target = nested_target_dir();
+        run(cargo()
+            .args([
+                "rustc",
+                "--release",
+                "-p",
+                "vftrace-example-rust",
+                "--bin",
+                "vftrace-example-rust",
+            ])
+            .arg("--manifest-path")
+            .arg(workspace().join("Cargo.toml"))
+            .arg("--target-dir")
+            .arg(&target)
+            // RUSTC_BOOTSTRAP only unlocks -Z instrument-mcount on the stable toolchain.
+            .env("RUSTC_BOOTSTRAP", "1")
+            .args(["--", "-Zinstrument-mcount", "-Cforce-frame-pointers=yes"]));
+        target.join("release/vftrace-example-rust")
+    })
+}
+
+/// libvftrace.a for C programs (once per test binary).
+pub fn c_library() -> &'static Path {
+    static LIB: OnceLock<PathBuf> = OnceLock::new();
+    LIB.get_or_init(|| {
+        let target = nested_target_dir();
+        run(cargo()
+            .args(["build", "--release", "-p", "vftrace-capi"])
+            .arg("--manifest-path")
+            .arg(workspace().join("Cargo.toml"))
+            .arg("--target-dir")
+            .arg(&target));
+        target.join("release/libvftrace.a")
+    })
+}
+
+/// examples/c/example.c compiled with `gcc -pg`, linked with libvftrace.a (once per binary).
+pub fn c_example() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let lib = c_library();
+        let out = nested_target_dir().join("c-example");
+        std::fs::create_dir_all(&out).unwrap();
+        let src = workspace().join("examples/c/example.c");
+        let obj = out.join("example.o");
+        let include = workspace().join("frontend/include");
+        // -pg instruments; linking without -pg keeps gprof's start files out.
+        run(Command::new("gcc")
+            .args(["-O1", "-g", "-pg", "-c"])
+            .arg("-I")
+            .arg(&include)
+            .arg(&src)
+            .arg("-o")
+            .arg(&obj));
+        let bin = out.join("example");
+        run(Command::new("gcc")
+            .arg(&obj)
+            .arg(lib)
+            .args(["-lpthread", "-ldl", "-lm", "-o"])
+            .arg(&bin));
+        bin
+    })
+}
+
+/// The tids of a trace in the order uftrace's `info` lists them.
+pub fn tids(dir: &Path) -> Vec<String> {
+    let task = std::fs::read_to_string(dir.join("task.txt")).unwrap();
+    task.lines()
+        .filter(|l| l.starts_with("TASK"))
+        .filter_map(|l| {
+            l.split_whitespace()
+                .find_map(|f| f.strip_prefix("tid="))
+                .map(str::to_string)
+        })
+        .collect()
+}
+
+/// `uftrace replay` of each thread in turn, with tids replaced by T0, T1, ... (in task order),
+/// so that the text is the same on every run.
+pub fn replay_by_thread(dir: &Path, extra: &[&str]) -> String {
+    let mut all = String::new();
+    for (i, tid) in tids(dir).iter().enumerate() {
+        let mut args = vec!["replay", "-f", "tid", "--tid", tid.as_str()];
+        args.extend_from_slice(extra);
+        let text = uftrace(dir, &args);
+        all.push_str(&text.replace(&format!("[{tid:>6}]"), &format!("[T{i}]")));
+    }
+    all
+}
+
+/// Compares `actual` with the snapshot file, or writes it when `UPDATE_SNAPSHOTS=1`.
+pub fn assert_snapshot(path: &Path, actual: &str) {
+    if std::env::var("UPDATE_SNAPSHOTS").is_ok_and(|v| v == "1") {
+        std::fs::write(path, actual).unwrap();
+        return;
+    }
+    let expected = std::fs::read_to_string(path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (create it with UPDATE_SNAPSHOTS=1)",
+            path.display()
+        )
+    });
+    assert!(
+        expected == actual,
+        "{} differs:\n--- expected\n{expected}\n--- actual\n{actual}",
+        path.display()
+    );
+}
+
+/// Calls per function from `uftrace report`, keyed by name.
+pub fn report_calls(dir: &Path) -> std::collections::HashMap<String, u64> {
+    let text = uftrace(dir, &["report", "-f", "call"]);
+    let mut calls = std::collections::HashMap::new();
+    for line in text.lines().skip(2) {
+        let mut parts = line.trim().splitn(2, char::is_whitespace);
+        if let (Some(n), Some(name)) = (parts.next(), parts.next()) {
+            if let Ok(n) = n.parse() {
+                calls.insert(name.trim().to_string(), n);
+            }
+        }
+    }
+    calls
+}
