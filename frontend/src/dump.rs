@@ -209,14 +209,8 @@ fn write_executable_symbols(
         map_start: Some(map_start),
         path_name: Some(exename.to_string()),
     };
-    let (_, mut syms) =
+    let (_, syms) =
         vftrace_symbols::sym_symbols(&symbols, &placement).map_err(io::Error::other)?;
-    // uftrace 0.13 demangles legacy Rust names itself but not v0 ones (`_R...`).
-    for s in &mut syms {
-        if s.name.starts_with("_R") {
-            s.name = format!("{:#}", rustc_demangle::demangle(&s.name));
-        }
-    }
     writer.write_symbols(exename, &syms)
 }
 

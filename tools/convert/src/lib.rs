@@ -1,1 +1,152 @@
-//! Timeline writers (Chrome trace JSON, Perfetto protobuf) and streaming conversion of uftrace directories
+//! Timeline writers (Chrome trace JSON, Perfetto protobuf) and streaming conversion of uftrace
+//! directories.
+//!
+//! Everything that produces a timeline (the uftrace-directory converter here, the guest/host
+//! merge tool) talks to a [`TimelineSink`]; [`sink_for_path`] picks the writer from the output
+//! file's extension.
+
+use std::fs::File;
+use std::io::{self, Write};
+use std::path::Path;
+
+mod chrome;
+mod convert;
+mod output;
+mod perfetto;
+mod progress;
+mod thread;
+
+pub use chrome::ChromeJsonWriter;
+pub use convert::{convert_dir, ConvertError, ConvertOptions, ConvertSummary};
+pub use output::BackgroundFileWriter;
+pub use perfetto::PerfettoWriter;
+pub use progress::TerminalProgress;
+pub use thread::{Repairs, ThreadTimeline};
+
+/// The value of one argument of an instant event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ArgValue<'a> {
+    U64(u64),
+    I64(i64),
+    Str(&'a str),
+}
+
+/// A consumer of timeline events: processes containing thread tracks, nested slices on each
+/// track and instant events. Timestamps are nanoseconds on one scale shared by all tracks.
+///
+/// Slices on one track must nest (`end` closes the most recent open `begin` of that track).
+/// Events need not be in time order across tracks; within one track they should be.
+pub trait TimelineSink {
+    /// Names a process-level group (e.g. "guest vCPUs", "host: qemu-system-x86 1234", "KVM").
+    fn process(&mut self, pid: u32, name: &str) -> io::Result<()>;
+    /// Names a track inside a process (a thread / vCPU / event lane).
+    fn thread(&mut self, pid: u32, tid: u32, name: &str) -> io::Result<()>;
+    fn begin(&mut self, pid: u32, tid: u32, ts_ns: u64, name: &str) -> io::Result<()>;
+    fn end(&mut self, pid: u32, tid: u32, ts_ns: u64) -> io::Result<()>;
+    fn instant(
+        &mut self,
+        pid: u32,
+        tid: u32,
+        ts_ns: u64,
+        name: &str,
+        args: &[(&str, ArgValue)],
+    ) -> io::Result<()>;
+    /// Completes the output (closing brackets, buffered data) and flushes it. Call it once, last;
+    /// without it the output is incomplete.
+    fn finish(&mut self) -> io::Result<()>;
+}
+
+impl<S: TimelineSink + ?Sized> TimelineSink for Box<S> {
+    fn process(&mut self, pid: u32, name: &str) -> io::Result<()> {
+        (**self).process(pid, name)
+    }
+    fn thread(&mut self, pid: u32, tid: u32, name: &str) -> io::Result<()> {
+        (**self).thread(pid, tid, name)
+    }
+    fn begin(&mut self, pid: u32, tid: u32, ts_ns: u64, name: &str) -> io::Result<()> {
+        (**self).begin(pid, tid, ts_ns, name)
+    }
+    fn end(&mut self, pid: u32, tid: u32, ts_ns: u64) -> io::Result<()> {
+        (**self).end(pid, tid, ts_ns)
+    }
+    fn instant(
+        &mut self,
+        pid: u32,
+        tid: u32,
+        ts_ns: u64,
+        name: &str,
+        args: &[(&str, ArgValue)],
+    ) -> io::Result<()> {
+        (**self).instant(pid, tid, ts_ns, name, args)
+    }
+    fn finish(&mut self) -> io::Result<()> {
+        (**self).finish()
+    }
+}
+
+/// The timeline file formats this crate writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutputFormat {
+    /// Chrome trace event JSON (`{"traceEvents":[...]}`), read by Perfetto UI, chrome://tracing,
+    /// speedscope and many scripts.
+    ChromeJson,
+    /// Perfetto's native protobuf trace: several times smaller, loads fastest in Perfetto UI.
+    Perfetto,
+}
+
+impl OutputFormat {
+    /// The format an output file name implies: `.json` is Chrome JSON; `.pftrace`,
+    /// `.perfetto-trace` and `.pb` are Perfetto.
+    pub fn from_path(path: &Path) -> Option<OutputFormat> {
+        let name = path.file_name()?.to_str()?.to_ascii_lowercase();
+        if name.ends_with(".json") {
+            Some(OutputFormat::ChromeJson)
+        } else if [".pftrace", ".perfetto-trace", ".pb"]
+            .iter()
+            .any(|ext| name.ends_with(ext))
+        {
+            Some(OutputFormat::Perfetto)
+        } else {
+            None
+        }
+    }
+}
+
+/// Creates `path` and returns a buffered writer of `format`, or of the format its extension
+/// implies when `format` is `None` (see [`OutputFormat::from_path`]).
+pub fn sink_for_path(
+    path: &Path,
+    format: Option<OutputFormat>,
+) -> io::Result<Box<dyn TimelineSink>> {
+    let format = match format.or_else(|| OutputFormat::from_path(path)) {
+        Some(f) => f,
+        None => {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "{}: cannot tell the output format from the file name; name it *.json (Chrome trace JSON) \
+                     or *.pftrace (Perfetto), or give the format explicitly",
+                    path.display()
+                ),
+            ))
+        }
+    };
+    let file = File::create(path)
+        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+    let out = BackgroundFileWriter::new(file, path)?;
+    Ok(match format {
+        OutputFormat::ChromeJson => Box::new(ChromeJsonWriter::new(out)?),
+        OutputFormat::Perfetto => Box::new(PerfettoWriter::new(out)?),
+    })
+}
+
+/// Writes `buf` to `out` once it holds at least this many bytes: both writers format events
+/// into a `Vec` first, which is much cheaper than many small `write` calls.
+const FLUSH_THRESHOLD: usize = 256 * 1024;
+
+/// Sends the collected bytes to `out` and empties `buf`.
+fn drain(buf: &mut Vec<u8>, out: &mut impl Write) -> io::Result<()> {
+    out.write_all(buf)?;
+    buf.clear();
+    Ok(())
+}

@@ -1,6 +1,78 @@
-#[derive(clap::Args)]
-pub struct Args {}
+//! `vftrace merge`: guest functions, host KVM events and host programs on one timeline.
+use std::path::PathBuf;
 
-pub fn run(_args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("this command is being written")
+use vftrace_merge::{merge, MergeOptions, DEFAULT_MARKER_PORT};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Guest trace directory (uftrace format with vftrace.clock, source=guest).
+    #[arg(long)]
+    pub guest: Option<PathBuf>,
+    /// Host KVM event capture (`vftrace kvm`, trace-cmd report or tracefs text).
+    #[arg(long)]
+    pub kvm: Option<PathBuf>,
+    /// Host program trace directory (vftrace, or uftrace on its default CLOCK_MONOTONIC); repeatable.
+    #[arg(long = "host")]
+    pub hosts: Vec<PathBuf>,
+    /// I/O port the guest writes the low 32 bits of its TSC to (high 32 bits optionally to port + 4).
+    #[arg(long, default_value_t = DEFAULT_MARKER_PORT, value_parser = parse_port)]
+    pub marker_port: u16,
+    /// TSC frequency, e.g. 2596130000, 2596.13MHz or 2.6GHz (default: detected).
+    #[arg(long, value_parser = parse_hz)]
+    pub tsc_hz: Option<f64>,
+    /// Largest believable delay from a guest marker write to its kvm_pio, in microseconds.
+    #[arg(long, default_value_t = 1000.0)]
+    pub max_marker_latency_us: f64,
+    /// Output: *.json (Chrome trace JSON) or *.pftrace (Perfetto).
+    #[arg(short, long)]
+    pub output: PathBuf,
+}
+
+fn parse_port(text: &str) -> Result<u16, String> {
+    let parsed = match text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
+        Some(hex) => u16::from_str_radix(hex, 16),
+        None => text.parse(),
+    };
+    parsed.map_err(|_| format!("{text:?} is not a port number (0..0xffff, 0x... for hex)"))
+}
+
+fn parse_hz(text: &str) -> Result<f64, String> {
+    let lower = text.trim().to_ascii_lowercase();
+    let (number, scale) = [("ghz", 1e9), ("mhz", 1e6), ("khz", 1e3), ("hz", 1.0)]
+        .iter()
+        .find_map(|(unit, scale)| {
+            lower
+                .strip_suffix(unit)
+                .map(|n| (n.trim().to_string(), *scale))
+        })
+        .unwrap_or((lower.clone(), 1.0));
+    match number.parse::<f64>() {
+        Ok(v) if v.is_finite() && v * scale >= 1e6 => Ok(v * scale),
+        _ => Err(format!(
+            "{text:?} is not a TSC frequency (e.g. 2596130000, 2596.13MHz, 2.6GHz)"
+        )),
+    }
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let opts = MergeOptions {
+        guest: args.guest,
+        kvm: args.kvm,
+        hosts: args.hosts,
+        marker_port: args.marker_port,
+        tsc_hz: args.tsc_hz,
+        max_marker_latency_ns: args.max_marker_latency_us * 1e3,
+        ..MergeOptions::default()
+    };
+    let mut sink = vftrace_convert::sink_for_path(&args.output, None)?;
+    let report = merge(&opts, &mut *sink)?;
+    print!("{report}");
+    println!("wrote {}", args.output.display());
+    if !report.data_errors.is_empty() {
+        anyhow::bail!(
+            "{} input file(s) could not be read to the end (what came before is in the output)",
+            report.data_errors.len()
+        );
+    }
+    Ok(())
 }

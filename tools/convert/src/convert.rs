@@ -1,0 +1,215 @@
+//! Streaming conversion of a uftrace trace directory (ours or one `uftrace record` made) to a
+//! [`TimelineSink`].
+//!
+//! One thread's `TID.dat` is read at a time, block by block; memory holds the open slices of
+//! that thread (at most 1024), the function names seen so far (bounded) and the symbol tables.
+
+use std::io;
+use std::path::Path;
+
+use rustc_hash::FxHashMap;
+use vftrace_format::dir::TraceDir;
+use vftrace_format::record::{RecordType, RECORD_SIZE};
+use vftrace_format::symbolizer::Symbolizer;
+use vftrace_format::task::TaskLine;
+use vftrace_format::FormatError;
+
+use crate::thread::{Repairs, ThreadTimeline};
+use crate::TimelineSink;
+
+/// How to place a trace directory on the timeline.
+#[derive(Clone, Debug, Default)]
+pub struct ConvertOptions {
+    /// Put every thread under this process id instead of the pid `task.txt` gives (e.g. one
+    /// "guest" group in a merged timeline).
+    pub pid: Option<u32>,
+    /// Name of the process group(s). Default: the program's file name, as uftrace shows it.
+    pub process_name: Option<String>,
+    /// Added to every record time (ns), e.g. to put a guest trace on the host's time scale.
+    pub time_offset_ns: i64,
+    /// Convert only these threads (default: all that `info` lists).
+    pub tids: Option<Vec<u32>>,
+}
+
+/// What a conversion read and wrote.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ConvertSummary {
+    pub threads: usize,
+    /// Records read.
+    pub records: u64,
+    /// Size of the `.dat` files read, in bytes.
+    pub dat_bytes: u64,
+    /// Slices written (function calls).
+    pub slices: u64,
+    /// Threads listed in `info` whose data file does not exist (uftrace skips them too).
+    pub missing_threads: Vec<u32>,
+    /// Damage in the records that the output repairs (lost records, unbalanced entry/exit).
+    pub repairs: Repairs,
+}
+
+/// Why a conversion stopped. Slices of the thread being read are closed first, so a sink that
+/// is finished afterwards still holds valid output up to the error.
+#[derive(Debug, thiserror::Error)]
+pub enum ConvertError {
+    /// Unreadable or corrupt trace data; names the file and offset or line.
+    #[error(transparent)]
+    Trace(#[from] FormatError),
+    /// The sink could not write.
+    #[error("writing the timeline: {0}")]
+    Write(io::Error),
+}
+
+impl From<io::Error> for ConvertError {
+    fn from(e: io::Error) -> Self {
+        ConvertError::Write(e)
+    }
+}
+
+/// Records decoded between two progress reports.
+const PROGRESS_EVERY: u64 = 1 << 20;
+
+/// Distinct addresses whose names are remembered before the cache starts over, so a hostile
+/// trace with endless distinct addresses cannot grow memory without bound.
+const MAX_CACHED_NAMES: usize = 1 << 18;
+
+/// Function names by address: a symbol lookup (binary searches) once per address, not per call.
+struct NameCache<'s> {
+    symbolizer: &'s Symbolizer,
+    index: FxHashMap<u64, u32>,
+    names: Vec<Box<str>>,
+}
+
+impl<'s> NameCache<'s> {
+    fn new(symbolizer: &'s Symbolizer) -> Self {
+        NameCache {
+            symbolizer,
+            index: FxHashMap::default(),
+            names: Vec::new(),
+        }
+    }
+
+    #[inline]
+    fn get(&mut self, addr: u64) -> &str {
+        if let Some(&i) = self.index.get(&addr) {
+            return &self.names[i as usize];
+        }
+        if self.names.len() >= MAX_CACHED_NAMES {
+            self.index.clear();
+            self.names.clear();
+        }
+        let i = self.names.len();
+        self.names.push(self.symbolizer.name_or_hex(addr).into());
+        self.index.insert(addr, i as u32);
+        &self.names[i]
+    }
+}
+
+/// The file name of a program path, as process names show it.
+fn program_name(exename: &str) -> &str {
+    exename
+        .rsplit('/')
+        .next()
+        .filter(|n| !n.is_empty())
+        .unwrap_or(exename)
+}
+
+/// Converts the trace directory `dir` into `sink`: one process per traced process (named by
+/// its program), one thread track per tid, one slice per function call. Does not call
+/// [`TimelineSink::finish`], so more can be added to the same sink (the merge tool does).
+///
+/// `progress(done, total)` is called now and then with `.dat` bytes read so far and in all.
+pub fn convert_dir(
+    dir: &Path,
+    sink: &mut dyn TimelineSink,
+    opts: &ConvertOptions,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<ConvertSummary, ConvertError> {
+    let trace = TraceDir::open(dir)?;
+    let symbolizer = trace.symbolizer()?;
+    let mut names = NameCache::new(&symbolizer);
+    let mut summary = ConvertSummary::default();
+
+    let tids = match &opts.tids {
+        Some(tids) => tids.clone(),
+        None => trace.tids(),
+    };
+    let mut threads: Vec<(u32, u32, u64)> = Vec::new(); // (pid, tid, .dat bytes)
+    for &tid in &tids {
+        let path = trace.data_path(tid);
+        let Ok(meta) = std::fs::metadata(&path) else {
+            summary.missing_threads.push(tid);
+            continue;
+        };
+        let task_pid = match trace.task(tid) {
+            Some(TaskLine::Task { pid, .. }) => *pid,
+            _ => tid,
+        };
+        threads.push((opts.pid.unwrap_or(task_pid), tid, meta.len()));
+    }
+    let total: u64 = threads.iter().map(|t| t.2).sum();
+
+    // Name each process once, before its threads; threads are named like their process (as
+    // /proc/PID/comm would), Perfetto and Chrome show the tid beside it.
+    let mut process_names: Vec<(u32, String)> = Vec::new();
+    for &(pid, ..) in &threads {
+        if process_names.iter().any(|(p, _)| *p == pid) {
+            continue;
+        }
+        let name = match &opts.process_name {
+            Some(name) => name.clone(),
+            None => {
+                let exename = trace
+                    .sessions
+                    .iter()
+                    .find(|s| s.pid == pid)
+                    .map_or(trace.info.exename.as_str(), |s| s.exename.as_str());
+                program_name(exename).to_string()
+            }
+        };
+        sink.process(pid, &name)?;
+        process_names.push((pid, name));
+    }
+
+    progress(0, total);
+    let mut done_bytes = 0u64;
+    for (pid, tid, bytes) in threads {
+        let thread_name = process_names
+            .iter()
+            .find(|(p, _)| *p == pid)
+            .map_or("", |(_, n)| n.as_str());
+        sink.thread(pid, tid, thread_name)?;
+        let mut timeline = ThreadTimeline::new(pid, tid, opts.time_offset_ns);
+        let mut records = trace.records(tid)?;
+        let mut count = 0u64;
+        let result = loop {
+            let record = match records.next() {
+                None => break Ok(()),
+                Some(Ok(record)) => record,
+                Some(Err(e)) => break Err(ConvertError::from(e)),
+            };
+            if let Err(e) = if record.kind == RecordType::Entry {
+                timeline.record(sink, &record, |addr| names.get(addr))
+            } else {
+                timeline.record(sink, &record, |_| "")
+            } {
+                break Err(ConvertError::Write(e));
+            }
+            count += 1;
+            if count.is_multiple_of(PROGRESS_EVERY) {
+                progress(done_bytes + count * RECORD_SIZE as u64, total);
+            }
+        };
+        // Close what is open even after an error, so the output up to here stays valid.
+        let closed = timeline.finish(sink);
+        summary.threads += 1;
+        summary.records += count;
+        summary.slices += timeline.slices;
+        summary.repairs.add(&timeline.repairs);
+        result?;
+        closed?;
+        summary.dat_bytes += bytes;
+        done_bytes += bytes;
+        progress(done_bytes, total);
+    }
+    Ok(summary)
+}

