@@ -169,10 +169,11 @@ core::arch::global_asm!(
         ".p2align 4\n",
         "mcount:\n",
         "_mcount:\n",
-        // Disabled: return before touching anything.
+        // interruptsafe saves the flags before anything can change them.
+        save_extra_gprs!(),
+        // Disabled: return at once.
         "cmp byte ptr [rip + {enabled}], 0\n",
         "je 2f\n",
-        save_extra_gprs!(),
         "push rax\n push rdi\n push rsi\n push rdx\n push rcx\n push r8\n push r9\n push r10\n",
         "push rbx\n",
         "mov rbx, rsp\n",
@@ -188,8 +189,8 @@ core::arch::global_asm!(
         "mov rsp, rbx\n",
         "pop rbx\n",
         "pop r10\n pop r9\n pop r8\n pop rcx\n pop rdx\n pop rsi\n pop rdi\n pop rax\n",
-        restore_extra_gprs!(),
         "2:\n",
+        restore_extra_gprs!(),
         "ret\n",
         ".size mcount, . - mcount\n",
         ".size _mcount, . - _mcount\n",
@@ -198,7 +199,8 @@ core::arch::global_asm!(
         ".type vftrace_return_trampoline,@function\n",
         ".p2align 4\n",
         "vftrace_return_trampoline:\n",
-        "sub rsp, 8\n",
+        // The slot for the real return address (lea: the flags are not saved yet).
+        "lea rsp, [rsp - 8]\n",
         save_extra_gprs!(),
         tramp_save_scratch!(),
         "push rax\n push rdx\n",
