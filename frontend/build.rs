@@ -107,7 +107,10 @@ fn localize(input: &Path, output: &Path, work: &Path) {
         ld.arg("-u").arg(sym);
     }
     run(ld.arg(input).arg("-o").arg(&combined));
+    // Prebuilt compiler_builtins for kernel targets carries LLVM bitcode sections; binutils'
+    // LLVMgold plugin (if installed) chokes on them when indexing the archive. Not needed here.
     let mut objcopy = Command::new("objcopy");
+    objcopy.args(["--remove-section=.llvmbc", "--remove-section=.llvmcmd"]);
     for sym in EXPORTS {
         objcopy.arg(format!("--keep-global-symbol={sym}"));
     }

@@ -25,7 +25,8 @@ pub enum RecordType {
 }
 
 impl RecordType {
-    const fn from_bits(bits: u64) -> Self {
+    /// The type stored in the low 2 bits of `bits`.
+    pub const fn from_bits(bits: u64) -> Self {
         match bits & 3 {
             0 => RecordType::Entry,
             1 => RecordType::Exit,
@@ -49,7 +50,10 @@ pub struct Record {
 /// Packs the second word of a record. `const` so the backend can build it cheaply.
 #[inline(always)]
 pub const fn pack_word(kind: RecordType, depth: u16, addr: u64) -> u64 {
-    (kind as u64) | (RECORD_MAGIC << 3) | (((depth & MAX_DEPTH) as u64) << 6) | ((addr & ADDR_MASK) << 16)
+    (kind as u64)
+        | (RECORD_MAGIC << 3)
+        | (((depth & MAX_DEPTH) as u64) << 6)
+        | ((addr & ADDR_MASK) << 16)
 }
 
 /// Why 16 bytes are not a record.
@@ -69,7 +73,13 @@ impl core::fmt::Display for RecordError {
 
 impl Record {
     pub const fn new(time: u64, kind: RecordType, depth: u16, addr: u64) -> Self {
-        Record { time, kind, more: false, depth: depth & MAX_DEPTH, addr: addr & ADDR_MASK }
+        Record {
+            time,
+            kind,
+            more: false,
+            depth: depth & MAX_DEPTH,
+            addr: addr & ADDR_MASK,
+        }
     }
 
     /// A LOST record announcing `count` records that could not be kept.
@@ -124,7 +134,12 @@ mod tests {
 
     #[test]
     fn round_trip_all_types() {
-        for kind in [RecordType::Entry, RecordType::Exit, RecordType::Lost, RecordType::Event] {
+        for kind in [
+            RecordType::Entry,
+            RecordType::Exit,
+            RecordType::Lost,
+            RecordType::Event,
+        ] {
             let r = Record::new(0x1234_5678_9abc, kind, 1023, 0x7fff_dead_beef);
             let back = Record::from_bytes(&r.to_bytes()).unwrap();
             assert_eq!(r, back);

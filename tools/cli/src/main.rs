@@ -4,7 +4,11 @@ use clap::{Parser, Subcommand};
 mod cmd;
 
 #[derive(Parser)]
-#[command(name = "vftrace", version, about = "Virtualization-aware function tracing: host tools")]
+#[command(
+    name = "vftrace",
+    version,
+    about = "Virtualization-aware function tracing: host tools"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -1,6 +1,260 @@
-#[derive(clap::Args)]
-pub struct Args {}
+//! `vftrace demo`: build (if needed) and boot the example unikernel under KVM while recording
+//! the host's KVM events, capture the trace the guest streams out, and merge both into one
+//! timeline. Prints what was traced, how many VM exits were seen, and how well guest and host
+//! clocks line up (marker residuals).
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
 
-pub fn run(_args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("this command is being written")
+use anyhow::{bail, Context};
+use vftrace_guest::qemu::SUCCESS_STATUS;
+use vftrace_guest::{capture, CaptureOptions, CaptureReport, GuestRun, GuestSession};
+use vftrace_kvm::{KvmEventKind, RecordOptions};
+use vftrace_merge::{merge, MergeOptions, DEFAULT_MARKER_PORT};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Output directory: guest.uftrace/ (guest trace), host.kvm (KVM events), timeline.json.
+    #[arg(short, long, default_value = "vftrace-demo")]
+    pub output: PathBuf,
+    /// The guest ELF (default: examples/unikernel, built when missing).
+    #[arg(long)]
+    pub kernel: Option<PathBuf>,
+    /// Guest command line: fib=N sort=LOG2 helpers=N (crash and hang show the failure paths).
+    #[arg(long, default_value = "")]
+    pub cmdline: String,
+    /// Seconds before QEMU is stopped.
+    #[arg(long, default_value_t = 20)]
+    pub timeout: u64,
+    /// Do not record host KVM events (no root or tracefs needed; no merged timeline).
+    #[arg(long)]
+    pub no_kvm: bool,
+    /// Timeline file name inside the output directory: *.json or *.pftrace.
+    #[arg(long, default_value = "timeline.json")]
+    pub timeline: String,
+}
+
+/// examples/unikernel of this source tree.
+pub fn unikernel_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/unikernel")
+}
+
+/// The example guest ELF, built first (with progress messages) when it does not exist yet.
+pub fn guest_elf() -> anyhow::Result<PathBuf> {
+    let dir = unikernel_dir();
+    let target = dir.join("target");
+    let elf = target.join("x86_64-unknown-none/release/guest");
+    if !elf.exists() {
+        eprintln!("vftrace demo: building the example unikernel ({}/build.sh), about a minute the first time...", dir.display());
+        let status = Command::new(dir.join("build.sh"))
+            .env("CARGO_TARGET_DIR", &target)
+            .status()
+            .with_context(|| format!("cannot run {}/build.sh", dir.display()))?;
+        if !status.success() {
+            bail!("building the unikernel failed (see above); it needs: rustup target add x86_64-unknown-none");
+        }
+    }
+    Ok(elf)
+}
+
+/// The host TSC frequency, measured against the monotonic clock over 100 ms.
+fn measure_tsc_hz() -> f64 {
+    // SAFETY: rdtsc has no preconditions on x86_64.
+    let tsc = || unsafe { core::arch::x86_64::_rdtsc() };
+    let (t0, i0) = (tsc(), Instant::now());
+    std::thread::sleep(Duration::from_millis(100));
+    let (t1, i1) = (tsc(), Instant::now());
+    (t1 - t0) as f64 / (i1 - i0).as_secs_f64()
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let elf = match &args.kernel {
+        Some(k) => k.clone(),
+        None => guest_elf()?,
+    };
+    std::fs::create_dir_all(&args.output)
+        .with_context(|| format!("cannot create {}", args.output.display()))?;
+    let guest_dir = args.output.join("guest.uftrace");
+    let kvm_file = args.output.join("host.kvm");
+    let timeline = args.output.join(&args.timeline);
+
+    let mut run = GuestRun::new(&elf);
+    run.cmdline = args.cmdline.clone();
+    run.timeout = Duration::from_secs(args.timeout);
+    let session = GuestSession::new(&run);
+    let argv = session.command();
+    eprintln!(
+        "vftrace demo: booting {} under KVM (timeout {} s)...",
+        elf.display(),
+        args.timeout
+    );
+    let (status, wall, host_tsc_hz) = if args.no_kvm {
+        let start = Instant::now();
+        let status = Command::new(&argv[0])
+            .args(&argv[1..])
+            .status()
+            .context("cannot start QEMU through timeout(1)")?;
+        (Some(status), start.elapsed(), None)
+    } else {
+        let opts = RecordOptions {
+            output: kvm_file.clone(),
+            duration: Some(run.timeout + Duration::from_secs(5)),
+            command: argv
+                .iter()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect(),
+            progress: false,
+            ..RecordOptions::default()
+        };
+        let summary = vftrace_kvm::record(&opts).context(
+            "recording host KVM events failed (run as root with tracefs, or pass --no-kvm)",
+        )?;
+        eprintln!(
+            "vftrace demo: {} host KVM events recorded to {}",
+            summary.events,
+            kvm_file.display()
+        );
+        (summary.command_status, summary.elapsed, summary.tsc_hz)
+    };
+    let outcome = session.collect(status, wall)?;
+    drop(session);
+    print!("{}", outcome.serial);
+    if outcome.status != Some(SUCCESS_STATUS) {
+        bail!("the guest {}; see its output above", outcome.describe());
+    }
+    let Some(stream) = outcome.stream else {
+        bail!("the guest exited without announcing its trace stream")
+    };
+
+    let tsc_hz = host_tsc_hz.unwrap_or_else(measure_tsc_hz);
+    let started = Instant::now();
+    let report = capture(
+        stream.as_slice(),
+        &guest_dir,
+        &CaptureOptions {
+            elf: Some(&elf),
+            tsc_hz: Some(tsc_hz),
+        },
+    )?;
+    let capture_time = started.elapsed();
+    super::capture::print_summary(&report, &guest_dir.display().to_string());
+    println!(
+        "guest: boot to exit {:.1} ms (QEMU wall time), trace stream {} bytes, captured in {:.1} ms",
+        outcome.wall.as_secs_f64() * 1e3,
+        stream.len(),
+        capture_time.as_secs_f64() * 1e3
+    );
+    if let Some(e) = &report.error {
+        bail!("the guest's trace stream is damaged: {e}");
+    }
+    if args.no_kvm {
+        println!("look at it: uftrace replay -d {}", guest_dir.display());
+        return Ok(());
+    }
+
+    let vm_kvm_file = args.output.join("host-this-vm.kvm");
+    keep_this_vm(&kvm_file, &vm_kvm_file, &report)?;
+    print_exits(&vm_kvm_file, &report)?;
+    let opts = MergeOptions {
+        guest: Some(guest_dir.clone()),
+        kvm: Some(vm_kvm_file.clone()),
+        tsc_hz: Some(tsc_hz),
+        ..MergeOptions::default()
+    };
+    let mut sink = vftrace_convert::sink_for_path(&timeline, None)?;
+    let merged = merge(&opts, &mut *sink)?;
+    print!("{merged}");
+    match &merged.residual_stats {
+        Some(r) => println!(
+            "marker residuals (host kvm_pio - guest write) over {} markers: min {:.2} us, median {:.2} us, max {:.2} us",
+            merged.residuals_ns.len(),
+            r.min_ns / 1e3,
+            r.median_ns / 1e3,
+            r.max_ns / 1e3
+        ),
+        None => println!("no markers found in the KVM capture"),
+    }
+    println!(
+        "open {} in https://ui.perfetto.dev; guest trace: uftrace replay -d {}",
+        timeline.display(),
+        guest_dir.display()
+    );
+    if !merged.data_errors.is_empty() {
+        bail!(
+            "{} input(s) could not be read to the end: {:?}",
+            merged.data_errors.len(),
+            merged.data_errors
+        );
+    }
+    Ok(())
+}
+
+/// Writes the events of this guest's vCPU threads only: tracefs records every VM on the host,
+/// and another VM writing to the marker port would spoil the alignment. The vCPU threads are
+/// those whose `kvm_pio` carried one of the guest's marker values.
+fn keep_this_vm(all: &Path, out: &Path, report: &CaptureReport) -> anyhow::Result<()> {
+    let mut capture = vftrace_kvm::read_capture(all)?;
+    let values: std::collections::HashSet<u64> =
+        report.markers.iter().map(|m| m.value as u64).collect();
+    let threads: std::collections::HashSet<u32> = capture
+        .events
+        .iter()
+        .filter(|e| {
+            matches!(&e.kind, KvmEventKind::Pio { port, val: Some(v), .. }
+                if *port == DEFAULT_MARKER_PORT && values.contains(v))
+        })
+        .map(|e| e.pid)
+        .collect();
+    if threads.is_empty() {
+        bail!(
+            "none of the guest's {} markers shows up in {}: were KVM events recorded?",
+            values.len(),
+            all.display()
+        );
+    }
+    let before = capture.events.len();
+    capture.events.retain(|e| threads.contains(&e.pid));
+    eprintln!(
+        "vftrace demo: kept {} of {} host events (vCPU thread(s) {threads:?} of this guest)",
+        capture.events.len(),
+        before
+    );
+    vftrace_kvm::write_capture(out, &capture)
+        .with_context(|| format!("cannot write {}", out.display()))?;
+    Ok(())
+}
+
+/// VM exits by port I/O (the only exits PVM traces), and those the trace streaming caused:
+/// between the guest's StreamStart marker and the marker after it (StreamEnd).
+fn print_exits(kvm_file: &Path, report: &CaptureReport) -> anyhow::Result<()> {
+    const STREAM_START: u32 = 8;
+    let capture = vftrace_kvm::read_capture(kvm_file)?;
+    let pio: Vec<(u64, u16, Option<u64>)> = capture
+        .events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            KvmEventKind::Pio { port, val, .. } => Some((e.tsc, *port, *val)),
+            _ => None,
+        })
+        .collect();
+    print!("host: {} kvm_pio exits of this guest", pio.len());
+    let start = report
+        .markers
+        .iter()
+        .find(|m| m.phase == STREAM_START)
+        .and_then(|m| {
+            pio.iter().position(|(_, port, val)| {
+                *port == DEFAULT_MARKER_PORT && *val == Some(m.value as u64)
+            })
+        });
+    if let Some(start) = start {
+        if let Some(len) = pio[start + 1..]
+            .iter()
+            .position(|(_, port, _)| *port == DEFAULT_MARKER_PORT)
+        {
+            print!(", {len} of them while the guest wrote and announced its trace");
+        }
+    }
+    println!();
+    Ok(())
 }

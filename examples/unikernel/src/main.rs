@@ -1,0 +1,153 @@
+//! The example unikernel's own code. Everything here runs at CPL3 (natively under KVM/PVM) and
+//! is built with `-Z instrument-mcount`; the CPL0 part lives in `unikernel-platform`.
+#![no_std]
+#![no_main]
+
+mod markers;
+mod trace;
+mod workload;
+
+use core::hint::black_box;
+
+use markers::{Markers, Phase};
+use unikernel_platform::exit::{exit, ExitCode};
+use unikernel_platform::port::rdtsc;
+use unikernel_platform::{println, BootInfo};
+use vftrace::stream::Header;
+use workload::Sizes;
+
+const MAX_SORT_LOG2: u32 = 16;
+static mut SORT_DATA: [u32; 1 << MAX_SORT_LOG2] = [0; 1 << MAX_SORT_LOG2];
+static mut SORT_SCRATCH: [u32; 1 << MAX_SORT_LOG2] = [0; 1 << MAX_SORT_LOG2];
+
+/// What the command line asks for.
+struct Options {
+    sizes: Sizes,
+    /// `crash`: fault on purpose after the workload; `hang`: spin forever (tests the host's
+    /// timeout handling).
+    failure: Option<&'static str>,
+}
+
+fn parse_cmdline(cmdline: &'static str) -> Result<Options, &'static str> {
+    let mut options = Options {
+        sizes: Sizes::default(),
+        failure: None,
+    };
+    for word in cmdline.split_ascii_whitespace() {
+        let (key, value) = word.split_once('=').unwrap_or((word, ""));
+        let number = || value.parse::<u32>().map_err(|_| word);
+        match key {
+            "fib" => options.sizes.fib_n = number()?.min(40),
+            "sort" => options.sizes.sort_log2 = number()?.min(MAX_SORT_LOG2),
+            "helpers" => options.sizes.helper_rounds = number()?,
+            "crash" | "hang" => options.failure = Some(key),
+            _ => return Err(word),
+        }
+    }
+    Ok(options)
+}
+
+/// The CPL3 entry point, reached from the platform's `iretq`.
+#[no_mangle]
+extern "C" fn guest_main(info: &'static BootInfo) -> ! {
+    let mut markers = Markers::new();
+    markers.mark(Phase::Boot);
+    println!(
+        "unikernel: running at CPL3, command line {:?}",
+        info.cmdline()
+    );
+    let options = match parse_cmdline(info.cmdline()) {
+        Ok(o) => o,
+        Err(word) => {
+            println!("unikernel: unknown command line word {word:?} (known: fib=N sort=LOG2 helpers=N crash hang)");
+            exit(ExitCode::BadCommandLine)
+        }
+    };
+    let sizes = options.sizes;
+    if let Err(e) = trace::init() {
+        println!("unikernel: vftrace cannot start: {e}");
+        exit(ExitCode::Panic)
+    }
+    vftrace::enable();
+
+    markers.mark(Phase::FibStart);
+    let fib = workload::fib(black_box(sizes.fib_n));
+    markers.mark(Phase::FibEnd);
+
+    markers.mark(Phase::SortStart);
+    let len = 1usize << sizes.sort_log2;
+    let (data_ptr, scratch_ptr) = (&raw mut SORT_DATA, &raw mut SORT_SCRATCH);
+    // SAFETY: one CPU, one thread: nothing else references the sort buffers.
+    let (data, scratch) = unsafe {
+        (
+            &mut (&mut *data_ptr)[..len],
+            &mut (&mut *scratch_ptr)[..len],
+        )
+    };
+    workload::fill_pseudo_random(data);
+    workload::merge_sort(data, scratch);
+    let sorted = data.windows(2).all(|w| w[0] <= w[1]);
+    markers.mark(Phase::SortEnd);
+
+    markers.mark(Phase::HelpersStart);
+    let mixed = workload::helpers(black_box(sizes.helper_rounds));
+    markers.mark(Phase::HelpersEnd);
+    vftrace::disable();
+
+    println!(
+        "unikernel: fib({}) = {fib}, sorted 2^{} numbers: {sorted}, helpers({}) = {mixed:#x}",
+        sizes.fib_n, sizes.sort_log2, sizes.helper_rounds
+    );
+    match options.failure {
+        Some("crash") => {
+            println!("unikernel: crashing on purpose (ud2)");
+            // SAFETY: ud2 raises #UD, which the platform reports before exiting.
+            unsafe { core::arch::asm!("ud2") };
+        }
+        Some(_) => {
+            println!("unikernel: hanging on purpose");
+            loop {
+                core::hint::spin_loop();
+            }
+        }
+        None => {}
+    }
+    let (tsc_hz, tsc_hz_source) = trace::tsc_hz();
+    println!("unikernel: TSC frequency {tsc_hz} Hz ({tsc_hz_source:?}; 0 = unknown, the host supplies it)");
+    let stream_start = markers.mark(Phase::StreamStart);
+    let header = Header {
+        start_tsc: info.boot_tsc,
+        tsc_hz,
+        tsc_hz_source,
+        load_address: info.image_start,
+        load_end: info.image_end,
+        pid: trace::GUEST_TID as u32,
+        session_id: info.boot_tsc,
+        image_name: b"guest",
+        cmdline: info.cmdline().as_bytes(),
+    };
+    match trace::send(
+        &header,
+        markers::MARKER_PORT,
+        markers.as_slice(),
+        stream_start,
+    ) {
+        Ok(sent) => {
+            let stream_end = markers.mark(Phase::StreamEnd);
+            let s = sent.summary;
+            println!(
+                "unikernel: trace written: {} records ({} lost) of {} thread(s), {} frames, {} bytes at {:#x} in {} TSC ticks",
+                s.records, s.lost, s.threads, s.frames, sent.len, sent.address, stream_end - stream_start
+            );
+        }
+        Err(e) => {
+            println!("unikernel: cannot send the trace: {e:?}");
+            exit(ExitCode::Panic)
+        }
+    }
+    println!(
+        "unikernel: done, {} TSC ticks since boot",
+        rdtsc() - info.boot_tsc
+    );
+    exit(ExitCode::Success)
+}

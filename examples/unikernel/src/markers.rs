@@ -1,0 +1,64 @@
+//! Marker port writes that put guest time on the host's timeline: `out` of the low 32 bits of
+//! the TSC (read just before) to the marker port. The host records each as a `kvm:kvm_pio`
+//! event with its own TSC; the merge tool pairs the two by value. The guest keeps the full
+//! 64-bit TSC of every marker and sends the list with its trace.
+
+use unikernel_platform::port::{outl, rdtsc};
+pub use vftrace::stream::Marker;
+
+/// The port the host's merge tool looks for by default.
+pub const MARKER_PORT: u16 = 0x6a0;
+pub const MAX_MARKERS: usize = 64;
+
+/// The run's phases: a marker is written when each begins or ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum Phase {
+    Boot = 1,
+    FibStart = 2,
+    FibEnd = 3,
+    SortStart = 4,
+    SortEnd = 5,
+    HelpersStart = 6,
+    HelpersEnd = 7,
+    StreamStart = 8,
+    StreamEnd = 9,
+}
+
+pub struct Markers {
+    list: [Marker; MAX_MARKERS],
+    len: usize,
+}
+
+impl Markers {
+    pub const fn new() -> Self {
+        Markers {
+            list: [Marker {
+                tsc: 0,
+                value: 0,
+                phase: 0,
+            }; MAX_MARKERS],
+            len: 0,
+        }
+    }
+
+    /// Writes a marker to the port and remembers it (the list keeps the first MAX_MARKERS).
+    #[inline(always)]
+    pub fn mark(&mut self, phase: Phase) -> u64 {
+        let tsc = rdtsc();
+        outl(MARKER_PORT, tsc as u32);
+        if self.len < MAX_MARKERS {
+            self.list[self.len] = Marker {
+                tsc,
+                value: tsc as u32,
+                phase: phase as u32,
+            };
+            self.len += 1;
+        }
+        tsc
+    }
+
+    pub fn as_slice(&self) -> &[Marker] {
+        &self.list[..self.len]
+    }
+}

@@ -1,0 +1,942 @@
+//! The guest byte stream: how a kernel without a file system hands its trace to the host.
+//!
+//! The stream is a sequence of self-checking frames:
+//!
+//! ```text
+//! offset  size  field
+//! 0       4     magic "VFTS"
+//! 4       2     stream format version (u16 LE, currently 1)
+//! 6       2     frame type (u16 LE, see FrameType)
+//! 8       4     payload length (u32 LE, at most MAX_PAYLOAD)
+//! 12      len   payload
+//! 12+len  4     CRC-32 (IEEE, as zlib) of bytes 0 .. 12+len
+//! ```
+//!
+//! A run writes one `Header` frame, any number of `Records` frames (per-thread chunks, records
+//! oldest first with raw TSC times), one `ThreadStats` frame per thread, at most one `Markers`
+//! frame (TSC of every marker port write) and an `End` frame with totals. All integers are
+//! little-endian.
+//!
+//! The encoder ([`StreamWriter`]) is `no_std` and allocation-free: it hands byte slices to a
+//! sink (`FnMut(&[u8])`), passing record chunks through without copying them, so that a kernel
+//! can send each slice with one string I/O instruction. The decoder ([`StreamReader`], with
+//! `std`) treats its input as hostile: every length is bounded before anything is allocated,
+//! each frame's CRC is checked, and an error names the byte offset where the stream went wrong.
+//! Frames decoded before the damage stay usable.
+
+/// First bytes of every frame.
+pub const MAGIC: [u8; 4] = *b"VFTS";
+/// The stream format this code writes and reads.
+pub const VERSION: u16 = 1;
+/// Bytes before the payload.
+pub const FRAME_HEADER_SIZE: usize = 12;
+/// Bytes after the payload (the CRC).
+pub const FRAME_TRAILER_SIZE: usize = 4;
+/// Largest payload of one frame (1 MiB): bounds what a reader allocates per frame.
+pub const MAX_PAYLOAD: usize = 1 << 20;
+/// Largest number of records in one `Records` frame.
+pub const MAX_RECORDS_PER_FRAME: usize =
+    (MAX_PAYLOAD - RECORDS_PREFIX) / crate::record::RECORD_SIZE;
+/// Longest image name and command line a header may carry.
+pub const MAX_NAME: usize = 256;
+pub const MAX_CMDLINE: usize = 1024;
+/// Most markers one `Markers` frame may carry.
+pub const MAX_MARKERS: usize = 1024;
+
+/// tid, first index, count.
+const RECORDS_PREFIX: usize = 8 + 8 + 4;
+const THREAD_STATS_SIZE: usize = 5 * 8;
+const MARKER_SIZE: usize = 16;
+const END_SIZE: usize = 8 + 8 + 4 + 8 + 8;
+
+/// What a frame carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u16)]
+pub enum FrameType {
+    Header = 1,
+    Records = 2,
+    ThreadStats = 3,
+    Markers = 4,
+    End = 5,
+}
+
+impl FrameType {
+    pub const fn from_u16(value: u16) -> Option<FrameType> {
+        Some(match value {
+            1 => FrameType::Header,
+            2 => FrameType::Records,
+            3 => FrameType::ThreadStats,
+            4 => FrameType::Markers,
+            5 => FrameType::End,
+            _ => return None,
+        })
+    }
+}
+
+/// Where the guest's TSC frequency came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum TscHzSource {
+    Unknown = 0,
+    /// CPUID leaf 0x15 (TSC / crystal ratio times crystal frequency).
+    Cpuid15 = 1,
+    /// CPUID leaf 0x16 (processor base frequency; close to the TSC on most Intel parts).
+    Cpuid16 = 2,
+    /// The hypervisor's timing leaf (CPUID 0x40000010).
+    Hypervisor = 3,
+    /// Measured against another clock.
+    Measured = 4,
+}
+
+impl TscHzSource {
+    pub const fn from_u8(value: u8) -> TscHzSource {
+        match value {
+            1 => TscHzSource::Cpuid15,
+            2 => TscHzSource::Cpuid16,
+            3 => TscHzSource::Hypervisor,
+            4 => TscHzSource::Measured,
+            _ => TscHzSource::Unknown,
+        }
+    }
+}
+
+/// The first frame: what ran and the TSC that frames the run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Header<'a> {
+    /// TSC when the guest started (the time base of the trace).
+    pub start_tsc: u64,
+    /// TSC ticks per second as the guest knows it, 0 when it does not.
+    pub tsc_hz: u64,
+    pub tsc_hz_source: TscHzSource,
+    /// Where the traced image is loaded (for symbol lookup).
+    pub load_address: u64,
+    /// End of the loaded image.
+    pub load_end: u64,
+    pub pid: u32,
+    pub session_id: u64,
+    /// The image's name, shown to humans only (never used as a path). At most [`MAX_NAME`] bytes.
+    pub image_name: &'a [u8],
+    /// The guest's command line. At most [`MAX_CMDLINE`] bytes.
+    pub cmdline: &'a [u8],
+}
+
+/// Counters of one traced thread.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ThreadStats {
+    pub tid: u64,
+    /// Records the thread holds (and the stream carries).
+    pub records: u64,
+    /// Records dropped because the buffer was full.
+    pub lost: u64,
+    /// Records overwritten in ring mode.
+    pub overwritten: u64,
+    /// Calls not hooked because the shadow stack was full.
+    pub unhooked: u64,
+}
+
+/// One marker port write, as the guest took it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Marker {
+    /// Full TSC read just before the `out`.
+    pub tsc: u64,
+    /// The value written to the port (the low 32 bits of `tsc`).
+    pub value: u32,
+    /// What the marker stands for (guest-defined).
+    pub phase: u32,
+}
+
+/// The last frame: totals that let the reader tell a complete stream from a cut one.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct End {
+    pub end_tsc: u64,
+    /// Records in all `Records` frames.
+    pub total_records: u64,
+    pub threads: u32,
+    /// Frames before this one.
+    pub frames: u64,
+    /// Bytes before this frame.
+    pub bytes: u64,
+}
+
+/// CRC-32 (IEEE 802.3, reflected, as zlib's `crc32`), table driven.
+pub struct Crc32(u32);
+
+const CRC_TABLE: [u32; 256] = {
+    let mut table = [0u32; 256];
+    let mut i = 0;
+    while i < 256 {
+        let mut c = i as u32;
+        let mut k = 0;
+        while k < 8 {
+            c = if c & 1 != 0 {
+                0xEDB8_8320 ^ (c >> 1)
+            } else {
+                c >> 1
+            };
+            k += 1;
+        }
+        table[i] = c;
+        i += 1;
+    }
+    table
+};
+
+impl Crc32 {
+    pub const fn new() -> Self {
+        Crc32(0xFFFF_FFFF)
+    }
+
+    pub fn update(&mut self, bytes: &[u8]) {
+        let mut c = self.0;
+        for &b in bytes {
+            c = CRC_TABLE[((c ^ b as u32) & 0xff) as usize] ^ (c >> 8);
+        }
+        self.0 = c;
+    }
+
+    pub const fn finish(&self) -> u32 {
+        !self.0
+    }
+
+    /// The CRC of `bytes` in one go.
+    pub fn of(bytes: &[u8]) -> u32 {
+        let mut c = Crc32::new();
+        c.update(bytes);
+        c.finish()
+    }
+}
+
+impl Default for Crc32 {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Why the writer refused a frame (nothing was written for it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WriteError {
+    /// More records, markers or name bytes than one frame may carry.
+    TooLarge,
+}
+
+/// Writes frames to a byte sink. `no_std`, no allocation; counts what it wrote for the `End`
+/// frame.
+pub struct StreamWriter<S: FnMut(&[u8])> {
+    sink: S,
+    frames: u64,
+    bytes: u64,
+    records: u64,
+}
+
+impl<S: FnMut(&[u8])> StreamWriter<S> {
+    pub fn new(sink: S) -> Self {
+        StreamWriter {
+            sink,
+            frames: 0,
+            bytes: 0,
+            records: 0,
+        }
+    }
+
+    /// Frames written so far.
+    pub fn frames(&self) -> u64 {
+        self.frames
+    }
+
+    /// Bytes written so far.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Writes one frame whose payload is the concatenation of `parts`.
+    fn frame(&mut self, kind: FrameType, parts: &[&[u8]]) -> Result<(), WriteError> {
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        if len > MAX_PAYLOAD {
+            return Err(WriteError::TooLarge);
+        }
+        let mut head = [0u8; FRAME_HEADER_SIZE];
+        head[..4].copy_from_slice(&MAGIC);
+        head[4..6].copy_from_slice(&VERSION.to_le_bytes());
+        head[6..8].copy_from_slice(&(kind as u16).to_le_bytes());
+        head[8..12].copy_from_slice(&(len as u32).to_le_bytes());
+        let mut crc = Crc32::new();
+        crc.update(&head);
+        (self.sink)(&head);
+        for part in parts {
+            crc.update(part);
+            (self.sink)(part);
+        }
+        (self.sink)(&crc.finish().to_le_bytes());
+        self.frames += 1;
+        self.bytes += (FRAME_HEADER_SIZE + len + FRAME_TRAILER_SIZE) as u64;
+        Ok(())
+    }
+
+    pub fn header(&mut self, h: &Header<'_>) -> Result<(), WriteError> {
+        if h.image_name.len() > MAX_NAME || h.cmdline.len() > MAX_CMDLINE {
+            return Err(WriteError::TooLarge);
+        }
+        let mut fixed = [0u8; 8 + 8 + 1 + 8 + 8 + 4 + 8 + 2];
+        let mut at = 0;
+        put(&mut fixed, &mut at, &h.start_tsc.to_le_bytes());
+        put(&mut fixed, &mut at, &h.tsc_hz.to_le_bytes());
+        put(&mut fixed, &mut at, &[h.tsc_hz_source as u8]);
+        put(&mut fixed, &mut at, &h.load_address.to_le_bytes());
+        put(&mut fixed, &mut at, &h.load_end.to_le_bytes());
+        put(&mut fixed, &mut at, &h.pid.to_le_bytes());
+        put(&mut fixed, &mut at, &h.session_id.to_le_bytes());
+        put(
+            &mut fixed,
+            &mut at,
+            &(h.image_name.len() as u16).to_le_bytes(),
+        );
+        let cmdline_len = (h.cmdline.len() as u16).to_le_bytes();
+        self.frame(
+            FrameType::Header,
+            &[&fixed, h.image_name, &cmdline_len, h.cmdline],
+        )
+    }
+
+    /// One chunk of a thread's records, oldest first; `first_index` is the index of the chunk's
+    /// first record among all records the thread sends.
+    pub fn records(
+        &mut self,
+        tid: u64,
+        first_index: u64,
+        records: &[[u8; 16]],
+    ) -> Result<(), WriteError> {
+        if records.len() > MAX_RECORDS_PER_FRAME {
+            return Err(WriteError::TooLarge);
+        }
+        let mut prefix = [0u8; RECORDS_PREFIX];
+        let mut at = 0;
+        put(&mut prefix, &mut at, &tid.to_le_bytes());
+        put(&mut prefix, &mut at, &first_index.to_le_bytes());
+        put(&mut prefix, &mut at, &(records.len() as u32).to_le_bytes());
+        self.frame(FrameType::Records, &[&prefix, records.as_flattened()])?;
+        self.records += records.len() as u64;
+        Ok(())
+    }
+
+    pub fn thread_stats(&mut self, s: &ThreadStats) -> Result<(), WriteError> {
+        let mut b = [0u8; THREAD_STATS_SIZE];
+        let mut at = 0;
+        for v in [s.tid, s.records, s.lost, s.overwritten, s.unhooked] {
+            put(&mut b, &mut at, &v.to_le_bytes());
+        }
+        self.frame(FrameType::ThreadStats, &[&b])
+    }
+
+    /// The markers written to `port` during the run.
+    pub fn markers(&mut self, port: u16, markers: &[Marker]) -> Result<(), WriteError> {
+        if markers.len() > MAX_MARKERS {
+            return Err(WriteError::TooLarge);
+        }
+        let mut prefix = [0u8; 8];
+        prefix[..2].copy_from_slice(&port.to_le_bytes());
+        prefix[4..].copy_from_slice(&(markers.len() as u32).to_le_bytes());
+        let mut encoded = [[0u8; MARKER_SIZE]; MAX_MARKERS];
+        for (slot, m) in encoded.iter_mut().zip(markers) {
+            slot[..8].copy_from_slice(&m.tsc.to_le_bytes());
+            slot[8..12].copy_from_slice(&m.value.to_le_bytes());
+            slot[12..].copy_from_slice(&m.phase.to_le_bytes());
+        }
+        self.frame(
+            FrameType::Markers,
+            &[&prefix, encoded[..markers.len()].as_flattened()],
+        )
+    }
+
+    /// The last frame; `threads` is the number of threads whose records were sent.
+    pub fn end(&mut self, end_tsc: u64, threads: u32) -> Result<(), WriteError> {
+        let mut b = [0u8; END_SIZE];
+        let mut at = 0;
+        put(&mut b, &mut at, &end_tsc.to_le_bytes());
+        put(&mut b, &mut at, &self.records.to_le_bytes());
+        put(&mut b, &mut at, &threads.to_le_bytes());
+        put(&mut b, &mut at, &self.frames.to_le_bytes());
+        put(&mut b, &mut at, &self.bytes.to_le_bytes());
+        self.frame(FrameType::End, &[&b])
+    }
+}
+
+fn put(buf: &mut [u8], at: &mut usize, bytes: &[u8]) {
+    buf[*at..*at + bytes.len()].copy_from_slice(bytes);
+    *at += bytes.len();
+}
+
+#[cfg(feature = "std")]
+pub use reader::*;
+
+#[cfg(feature = "std")]
+mod reader {
+    use super::*;
+    use std::fmt;
+    use std::io::{self, Read};
+
+    /// A decoded frame and the byte offset it started at.
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    pub struct Frame {
+        pub offset: u64,
+        pub payload: Payload,
+    }
+
+    /// An owned [`Header`].
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    pub struct OwnedHeader {
+        pub start_tsc: u64,
+        pub tsc_hz: u64,
+        pub tsc_hz_source: TscHzSource,
+        pub load_address: u64,
+        pub load_end: u64,
+        pub pid: u32,
+        pub session_id: u64,
+        pub image_name: Vec<u8>,
+        pub cmdline: Vec<u8>,
+    }
+
+    impl OwnedHeader {
+        /// The image name for display: printable ASCII only (anything else becomes '?').
+        pub fn display_name(&self) -> String {
+            sanitize(&self.image_name)
+        }
+
+        pub fn display_cmdline(&self) -> String {
+            sanitize(&self.cmdline)
+        }
+    }
+
+    /// Printable ASCII of untrusted bytes; everything else becomes '?'.
+    pub fn sanitize(bytes: &[u8]) -> String {
+        bytes
+            .iter()
+            .map(|&b| {
+                if (0x20..0x7f).contains(&b) {
+                    b as char
+                } else {
+                    '?'
+                }
+            })
+            .collect()
+    }
+
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    pub enum Payload {
+        Header(OwnedHeader),
+        Records {
+            tid: u64,
+            first_index: u64,
+            records: Vec<[u8; 16]>,
+        },
+        ThreadStats(ThreadStats),
+        Markers {
+            port: u16,
+            markers: Vec<Marker>,
+        },
+        End(End),
+    }
+
+    /// What is wrong with a stream, and where.
+    #[derive(Debug)]
+    pub struct StreamError {
+        /// Byte offset of the frame (or the read) that failed.
+        pub offset: u64,
+        pub kind: StreamErrorKind,
+    }
+
+    #[derive(Debug)]
+    pub enum StreamErrorKind {
+        Io(io::Error),
+        /// The stream ends inside a frame (`needed` more bytes were expected).
+        Truncated {
+            needed: usize,
+        },
+        BadMagic([u8; 4]),
+        UnsupportedVersion(u16),
+        UnknownFrameType(u16),
+        PayloadTooLarge(u32),
+        BadCrc {
+            stored: u32,
+            computed: u32,
+        },
+        /// The payload does not match its frame type.
+        Malformed(&'static str),
+        /// The stream ended cleanly between frames but without an `End` frame.
+        MissingEnd,
+        /// Data after the `End` frame.
+        TrailingData,
+    }
+
+    impl fmt::Display for StreamError {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "offset {}: ", self.offset)?;
+            match &self.kind {
+                StreamErrorKind::Io(e) => write!(f, "read error: {e}"),
+                StreamErrorKind::Truncated { needed } => {
+                    write!(
+                        f,
+                        "the stream is cut short inside a frame ({needed} more bytes expected)"
+                    )
+                }
+                StreamErrorKind::BadMagic(m) => write!(
+                    f,
+                    "bad frame magic {m:02x?} (expected \"VFTS\"): corrupted stream"
+                ),
+                StreamErrorKind::UnsupportedVersion(v) => {
+                    write!(f, "stream format version {v} is not supported (this vftrace reads version {VERSION})")
+                }
+                StreamErrorKind::UnknownFrameType(t) => write!(f, "unknown frame type {t}"),
+                StreamErrorKind::PayloadTooLarge(n) => {
+                    write!(
+                        f,
+                        "frame payload of {n} bytes is larger than the limit of {MAX_PAYLOAD}"
+                    )
+                }
+                StreamErrorKind::BadCrc { stored, computed } => {
+                    write!(f, "frame checksum mismatch (stored {stored:#010x}, computed {computed:#010x}): corrupted stream")
+                }
+                StreamErrorKind::Malformed(what) => write!(f, "malformed frame: {what}"),
+                StreamErrorKind::MissingEnd => write!(
+                    f,
+                    "the stream ends without an end frame (the guest stopped early?)"
+                ),
+                StreamErrorKind::TrailingData => write!(f, "data after the end frame"),
+            }
+        }
+    }
+
+    impl std::error::Error for StreamError {}
+
+    /// Reads frames from an untrusted byte source. Iterating yields frames until the `End`
+    /// frame, then `None`; an error is yielded once, after which the iterator stops.
+    pub struct StreamReader<R: Read> {
+        input: R,
+        offset: u64,
+        done: bool,
+        seen_end: bool,
+    }
+
+    impl<R: Read> StreamReader<R> {
+        pub fn new(input: R) -> Self {
+            StreamReader {
+                input,
+                offset: 0,
+                done: false,
+                seen_end: false,
+            }
+        }
+
+        /// Bytes consumed so far.
+        pub fn offset(&self) -> u64 {
+            self.offset
+        }
+
+        /// Reads exactly `buf.len()` bytes; Ok(false) on a clean EOF before the first byte.
+        fn fill(&mut self, buf: &mut [u8], at_frame_start: bool) -> Result<bool, StreamErrorKind> {
+            let mut got = 0;
+            while got < buf.len() {
+                match self.input.read(&mut buf[got..]) {
+                    Ok(0) if got == 0 && at_frame_start => return Ok(false),
+                    Ok(0) => {
+                        return Err(StreamErrorKind::Truncated {
+                            needed: buf.len() - got,
+                        })
+                    }
+                    Ok(n) => {
+                        got += n;
+                        self.offset += n as u64;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(StreamErrorKind::Io(e)),
+                }
+            }
+            Ok(true)
+        }
+
+        fn next_frame(&mut self) -> Result<Option<Frame>, StreamErrorKind> {
+            let mut head = [0u8; FRAME_HEADER_SIZE];
+            if !self.fill(&mut head, true)? {
+                return if self.seen_end {
+                    Ok(None)
+                } else {
+                    Err(StreamErrorKind::MissingEnd)
+                };
+            }
+            if self.seen_end {
+                return Err(StreamErrorKind::TrailingData);
+            }
+            let magic: [u8; 4] = head[..4].try_into().unwrap();
+            if magic != MAGIC {
+                return Err(StreamErrorKind::BadMagic(magic));
+            }
+            let version = u16::from_le_bytes([head[4], head[5]]);
+            let kind = u16::from_le_bytes([head[6], head[7]]);
+            let len = u32::from_le_bytes(head[8..12].try_into().unwrap());
+            if len as usize > MAX_PAYLOAD {
+                return Err(StreamErrorKind::PayloadTooLarge(len));
+            }
+            let mut body = vec![0u8; len as usize + FRAME_TRAILER_SIZE];
+            self.fill(&mut body, false)?;
+            let (payload, trailer) = body.split_at(len as usize);
+            let stored = u32::from_le_bytes(trailer.try_into().unwrap());
+            let mut crc = Crc32::new();
+            crc.update(&head);
+            crc.update(payload);
+            let computed = crc.finish();
+            if stored != computed {
+                return Err(StreamErrorKind::BadCrc { stored, computed });
+            }
+            // The checksum is right, so a wrong version or type is the writer's, not noise.
+            if version != VERSION {
+                return Err(StreamErrorKind::UnsupportedVersion(version));
+            }
+            let kind = FrameType::from_u16(kind).ok_or(StreamErrorKind::UnknownFrameType(kind))?;
+            let payload = decode_payload(kind, payload)?;
+            if matches!(payload, Payload::End(_)) {
+                self.seen_end = true;
+            }
+            let offset = self.offset - (FRAME_HEADER_SIZE + body.len()) as u64;
+            Ok(Some(Frame { offset, payload }))
+        }
+    }
+
+    impl<R: Read> Iterator for StreamReader<R> {
+        type Item = Result<Frame, StreamError>;
+
+        fn next(&mut self) -> Option<Self::Item> {
+            if self.done {
+                return None;
+            }
+            let start = self.offset;
+            match self.next_frame() {
+                Ok(Some(frame)) => Some(Ok(frame)),
+                Ok(None) => {
+                    self.done = true;
+                    None
+                }
+                Err(kind) => {
+                    self.done = true;
+                    // A short read is reported where the data ran out; anything else at the
+                    // start of the frame that is wrong.
+                    let offset = if matches!(kind, StreamErrorKind::Truncated { .. }) {
+                        self.offset
+                    } else {
+                        start
+                    };
+                    Some(Err(StreamError { offset, kind }))
+                }
+            }
+        }
+    }
+
+    /// A cursor over a payload that fails instead of reading past its end.
+    struct Fields<'a> {
+        bytes: &'a [u8],
+    }
+
+    impl<'a> Fields<'a> {
+        fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], StreamErrorKind> {
+            if self.bytes.len() < n {
+                return Err(StreamErrorKind::Malformed(what));
+            }
+            let (head, rest) = self.bytes.split_at(n);
+            self.bytes = rest;
+            Ok(head)
+        }
+        fn u8(&mut self, what: &'static str) -> Result<u8, StreamErrorKind> {
+            Ok(self.take(1, what)?[0])
+        }
+        fn u16(&mut self, what: &'static str) -> Result<u16, StreamErrorKind> {
+            Ok(u16::from_le_bytes(self.take(2, what)?.try_into().unwrap()))
+        }
+        fn u32(&mut self, what: &'static str) -> Result<u32, StreamErrorKind> {
+            Ok(u32::from_le_bytes(self.take(4, what)?.try_into().unwrap()))
+        }
+        fn u64(&mut self, what: &'static str) -> Result<u64, StreamErrorKind> {
+            Ok(u64::from_le_bytes(self.take(8, what)?.try_into().unwrap()))
+        }
+        fn finish(&self, what: &'static str) -> Result<(), StreamErrorKind> {
+            if self.bytes.is_empty() {
+                Ok(())
+            } else {
+                Err(StreamErrorKind::Malformed(what))
+            }
+        }
+    }
+
+    fn decode_payload(kind: FrameType, bytes: &[u8]) -> Result<Payload, StreamErrorKind> {
+        let mut f = Fields { bytes };
+        let payload = match kind {
+            FrameType::Header => {
+                let start_tsc = f.u64("header too short")?;
+                let tsc_hz = f.u64("header too short")?;
+                let tsc_hz_source = TscHzSource::from_u8(f.u8("header too short")?);
+                let load_address = f.u64("header too short")?;
+                let load_end = f.u64("header too short")?;
+                let pid = f.u32("header too short")?;
+                let session_id = f.u64("header too short")?;
+                let name_len = f.u16("header too short")? as usize;
+                if name_len > MAX_NAME {
+                    return Err(StreamErrorKind::Malformed(
+                        "image name longer than 256 bytes",
+                    ));
+                }
+                let image_name = f.take(name_len, "image name runs past the frame")?.to_vec();
+                let cmdline_len = f.u16("header too short")? as usize;
+                if cmdline_len > MAX_CMDLINE {
+                    return Err(StreamErrorKind::Malformed(
+                        "command line longer than 1024 bytes",
+                    ));
+                }
+                let cmdline = f
+                    .take(cmdline_len, "command line runs past the frame")?
+                    .to_vec();
+                f.finish("extra bytes after the header fields")?;
+                Payload::Header(OwnedHeader {
+                    start_tsc,
+                    tsc_hz,
+                    tsc_hz_source,
+                    load_address,
+                    load_end,
+                    pid,
+                    session_id,
+                    image_name,
+                    cmdline,
+                })
+            }
+            FrameType::Records => {
+                let tid = f.u64("records frame too short")?;
+                let first_index = f.u64("records frame too short")?;
+                let count = f.u32("records frame too short")? as usize;
+                if count.checked_mul(16) != Some(f.bytes.len()) {
+                    return Err(StreamErrorKind::Malformed(
+                        "record count does not match the frame length",
+                    ));
+                }
+                let records = f
+                    .bytes
+                    .chunks_exact(16)
+                    .map(|c| c.try_into().unwrap())
+                    .collect();
+                Payload::Records {
+                    tid,
+                    first_index,
+                    records,
+                }
+            }
+            FrameType::ThreadStats => {
+                let s = ThreadStats {
+                    tid: f.u64("thread stats too short")?,
+                    records: f.u64("thread stats too short")?,
+                    lost: f.u64("thread stats too short")?,
+                    overwritten: f.u64("thread stats too short")?,
+                    unhooked: f.u64("thread stats too short")?,
+                };
+                f.finish("extra bytes after the thread stats")?;
+                Payload::ThreadStats(s)
+            }
+            FrameType::Markers => {
+                let port = f.u16("markers frame too short")?;
+                f.u16("markers frame too short")?;
+                let count = f.u32("markers frame too short")? as usize;
+                if count > MAX_MARKERS || count * MARKER_SIZE != f.bytes.len() {
+                    return Err(StreamErrorKind::Malformed(
+                        "marker count does not match the frame length",
+                    ));
+                }
+                let mut markers = Vec::with_capacity(count);
+                for _ in 0..count {
+                    markers.push(Marker {
+                        tsc: f.u64("marker")?,
+                        value: f.u32("marker")?,
+                        phase: f.u32("marker")?,
+                    });
+                }
+                Payload::Markers { port, markers }
+            }
+            FrameType::End => {
+                let e = End {
+                    end_tsc: f.u64("end frame too short")?,
+                    total_records: f.u64("end frame too short")?,
+                    threads: f.u32("end frame too short")?,
+                    frames: f.u64("end frame too short")?,
+                    bytes: f.u64("end frame too short")?,
+                };
+                f.finish("extra bytes after the end frame fields")?;
+                Payload::End(e)
+            }
+        };
+        Ok(payload)
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        fn sample_stream() -> Vec<u8> {
+            let mut out = Vec::new();
+            let mut w = StreamWriter::new(|b: &[u8]| out.extend_from_slice(b));
+            w.header(&Header {
+                start_tsc: 100,
+                tsc_hz: 2_596_130_000,
+                tsc_hz_source: TscHzSource::Cpuid15,
+                load_address: 0x100000,
+                load_end: 0x200000,
+                pid: 1,
+                session_id: 42,
+                image_name: b"guest",
+                cmdline: b"fib=10",
+            })
+            .unwrap();
+            let recs: Vec<[u8; 16]> = (0..10u64)
+                .map(|i| {
+                    let kind = if i % 2 == 0 {
+                        crate::record::RecordType::Entry
+                    } else {
+                        crate::record::RecordType::Exit
+                    };
+                    crate::record::Record::new(200 + i, kind, 0, 0x101000).to_bytes()
+                })
+                .collect();
+            w.records(1, 0, &recs[..6]).unwrap();
+            w.records(1, 6, &recs[6..]).unwrap();
+            w.thread_stats(&ThreadStats {
+                tid: 1,
+                records: 10,
+                ..Default::default()
+            })
+            .unwrap();
+            w.markers(
+                0x6a0,
+                &[
+                    Marker {
+                        tsc: 150,
+                        value: 150,
+                        phase: 1,
+                    },
+                    Marker {
+                        tsc: 250,
+                        value: 250,
+                        phase: 2,
+                    },
+                ],
+            )
+            .unwrap();
+            w.end(300, 1).unwrap();
+            out
+        }
+
+        fn decode(bytes: &[u8]) -> (Vec<Frame>, Option<StreamError>) {
+            let mut frames = Vec::new();
+            for item in StreamReader::new(bytes) {
+                match item {
+                    Ok(f) => frames.push(f),
+                    Err(e) => return (frames, Some(e)),
+                }
+            }
+            (frames, None)
+        }
+
+        #[test]
+        fn crc_matches_zlib() {
+            assert_eq!(Crc32::of(b"123456789"), 0xCBF4_3926);
+        }
+
+        #[test]
+        fn round_trip() {
+            let bytes = sample_stream();
+            let (frames, err) = decode(&bytes);
+            assert!(err.is_none(), "{err:?}");
+            assert_eq!(frames.len(), 6);
+            match &frames[0].payload {
+                Payload::Header(h) => {
+                    assert_eq!(h.image_name, b"guest");
+                    assert_eq!(h.tsc_hz, 2_596_130_000);
+                }
+                p => panic!("first frame is {p:?}"),
+            }
+            match &frames[2].payload {
+                Payload::Records {
+                    first_index,
+                    records,
+                    ..
+                } => {
+                    assert_eq!(*first_index, 6);
+                    assert_eq!(records.len(), 4);
+                }
+                p => panic!("{p:?}"),
+            }
+            match &frames[5].payload {
+                Payload::End(e) => {
+                    assert_eq!(e.total_records, 10);
+                    assert_eq!(e.frames, 5);
+                    assert_eq!(e.bytes, frames[5].offset);
+                }
+                p => panic!("{p:?}"),
+            }
+        }
+
+        #[test]
+        fn every_cut_is_detected_and_earlier_frames_survive() {
+            let bytes = sample_stream();
+            let (full, _) = decode(&bytes);
+            for cut in 0..bytes.len() {
+                let (frames, err) = decode(&bytes[..cut]);
+                let err = err.unwrap_or_else(|| panic!("cut at {cut} not detected"));
+                assert!(err.offset <= cut as u64);
+                // Every frame that ends before the cut is recovered.
+                let complete = full.iter().filter(|f| f.offset < cut as u64).count();
+                assert!(
+                    frames.len() + 1 >= complete,
+                    "cut at {cut}: {} frames, {complete} started",
+                    frames.len()
+                );
+                assert!(err
+                    .to_string()
+                    .starts_with(&format!("offset {}", err.offset)));
+            }
+        }
+
+        #[test]
+        fn every_flipped_bit_is_detected() {
+            let bytes = sample_stream();
+            for i in 0..bytes.len() {
+                for bit in [0, 3, 7] {
+                    let mut bad = bytes.clone();
+                    bad[i] ^= 1 << bit;
+                    let (_, err) = decode(&bad);
+                    assert!(err.is_some(), "flip of bit {bit} at {i} not detected");
+                }
+            }
+        }
+
+        #[test]
+        fn hostile_length_is_refused_before_allocation() {
+            let mut bytes = sample_stream();
+            bytes[8..12].copy_from_slice(&u32::MAX.to_le_bytes());
+            let (frames, err) = decode(&bytes);
+            assert!(frames.is_empty());
+            assert!(matches!(
+                err.unwrap().kind,
+                StreamErrorKind::PayloadTooLarge(_)
+            ));
+        }
+
+        #[test]
+        fn missing_end_is_an_error() {
+            let bytes = sample_stream();
+            let (full, _) = decode(&bytes);
+            let end_offset = full.last().unwrap().offset as usize;
+            let (frames, err) = decode(&bytes[..end_offset]);
+            assert_eq!(frames.len(), 5);
+            let err = err.unwrap();
+            assert!(matches!(err.kind, StreamErrorKind::MissingEnd));
+            assert_eq!(err.offset, end_offset as u64);
+        }
+
+        #[test]
+        fn sanitize_keeps_only_printable_ascii() {
+            assert_eq!(sanitize(b"../\x1b[31mevil\n"), "../?[31mevil?");
+        }
+    }
+}

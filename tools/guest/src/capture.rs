@@ -1,0 +1,234 @@
+//! A guest's byte stream -> a uftrace directory.
+use std::fmt::Write as _;
+use std::io::{self, Read};
+use std::path::Path;
+
+use vftrace_format::clock::{ClockMap, ClockSource};
+use vftrace_format::dir::{make_session_id, TraceDirWriter};
+use vftrace_format::info::Info;
+use vftrace_format::maps::guest_map;
+use vftrace_format::record::Record;
+use vftrace_format::stream::{
+    Marker, OwnedHeader, Payload, StreamError, StreamReader, ThreadStats,
+};
+use vftrace_format::task::TaskLine;
+
+/// File (in the trace directory) listing the guest's marker writes: `tsc value phase` lines.
+pub const MARKERS_FILE: &str = "vftrace.markers";
+/// Highest tid accepted from a guest (uftrace tids are 32-bit, and one file is made per tid).
+const MAX_THREADS: usize = 4096;
+
+#[derive(Clone, Debug, Default)]
+pub struct CaptureOptions<'a> {
+    /// The guest's ELF image, for function names.
+    pub elf: Option<&'a Path>,
+    /// TSC frequency to use when the guest did not report one (or to override it).
+    pub tsc_hz: Option<f64>,
+}
+
+/// What a capture found. `error` is set when the stream was damaged: everything before it was
+/// still written.
+#[derive(Debug, Default)]
+pub struct CaptureReport {
+    pub header: Option<OwnedHeader>,
+    pub frames: u64,
+    pub records: u64,
+    /// Records whose 16 bytes were not a valid uftrace record (skipped).
+    pub invalid_records: u64,
+    pub threads: Vec<ThreadStats>,
+    pub markers: Vec<Marker>,
+    pub marker_port: Option<u16>,
+    pub tsc_hz: f64,
+    pub symbols: usize,
+    pub error: Option<StreamError>,
+}
+
+impl CaptureReport {
+    /// Records lost or overwritten in the guest.
+    pub fn lost(&self) -> u64 {
+        self.threads.iter().map(|t| t.lost + t.overwritten).sum()
+    }
+}
+
+/// Decodes `input` and writes the uftrace directory `output`. Returns an `Err` only when the
+/// directory cannot be written (or nothing usable came); stream damage is in the report.
+pub fn capture(
+    input: impl Read,
+    output: &Path,
+    opts: &CaptureOptions,
+) -> io::Result<CaptureReport> {
+    let mut report = CaptureReport::default();
+    let mut writer: Option<(TraceDirWriter, ClockMap)> = None;
+    let mut tids: Vec<u32> = Vec::new();
+    let mut last_time: std::collections::HashMap<u32, u64> = Default::default();
+    for item in StreamReader::new(io::BufReader::with_capacity(1 << 20, input)) {
+        let frame = match item {
+            Ok(f) => f,
+            Err(e) => {
+                report.error = Some(e);
+                break;
+            }
+        };
+        report.frames += 1;
+        match frame.payload {
+            Payload::Header(h) => {
+                if writer.is_some() {
+                    report.error = Some(malformed(frame.offset, "a second header frame"));
+                    break;
+                }
+                let hz = opts.tsc_hz.unwrap_or(h.tsc_hz as f64);
+                if !(hz.is_finite() && hz >= 1e6) {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        "the guest did not report its TSC frequency; pass it with --tsc-hz (under KVM it equals the host's, see `grep MHz /proc/cpuinfo` or the kernel log \"tsc: Detected\")",
+                    ));
+                }
+                report.tsc_hz = hz;
+                let clock = ClockMap::new(hz, h.start_tsc, 0, ClockSource::Guest);
+                let mut w = TraceDirWriter::create(output)?;
+                w.write_clock(&clock)?;
+                writer = Some((w, clock));
+                report.header = Some(h);
+            }
+            Payload::Records { tid, records, .. } => {
+                let Some((w, clock)) = writer.as_mut() else {
+                    report.error = Some(malformed(frame.offset, "records before the header frame"));
+                    break;
+                };
+                let Ok(tid) = u32::try_from(tid) else {
+                    report.error = Some(malformed(frame.offset, "thread id does not fit 32 bits"));
+                    break;
+                };
+                if !tids.contains(&tid) {
+                    if tids.len() >= MAX_THREADS || tid == 0 {
+                        report.error =
+                            Some(malformed(frame.offset, "too many threads or thread id 0"));
+                        break;
+                    }
+                    tids.push(tid);
+                }
+                let last = last_time.entry(tid).or_insert(0);
+                let mut converted = Vec::with_capacity(records.len());
+                for bytes in &records {
+                    match Record::from_bytes(bytes) {
+                        Ok(mut r) => {
+                            // The backend keeps each thread's times monotonic; a hostile stream
+                            // might not, and uftrace stops at inverted time.
+                            r.time = clock.tsc_to_ns(r.time).max(*last);
+                            *last = r.time;
+                            converted.push(r);
+                        }
+                        Err(_) => report.invalid_records += 1,
+                    }
+                }
+                report.records += converted.len() as u64;
+                w.write_records(tid, converted)?;
+            }
+            Payload::ThreadStats(s) => {
+                if report.threads.len() < MAX_THREADS {
+                    report.threads.push(s);
+                }
+            }
+            Payload::Markers { port, markers } => {
+                report.marker_port = Some(port);
+                report.markers = markers;
+            }
+            Payload::End(_) => {}
+        }
+    }
+    let Some((mut w, _clock)) = writer else {
+        let why = match &report.error {
+            Some(e) => format!("no usable data: {e}"),
+            None => "the stream has no header frame".into(),
+        };
+        return Err(io::Error::new(io::ErrorKind::InvalidData, why));
+    };
+    finish_directory(&mut w, &mut report, &tids, &last_time, opts)?;
+    w.finish()?;
+    Ok(report)
+}
+
+fn malformed(offset: u64, what: &'static str) -> StreamError {
+    StreamError {
+        offset,
+        kind: vftrace_format::stream::StreamErrorKind::Malformed(what),
+    }
+}
+
+/// A name safe to use as a file name: the guest's image name reduced to [A-Za-z0-9._-].
+fn safe_image_name(header: &OwnedHeader) -> String {
+    let name: String = header
+        .display_name()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        .take(64)
+        .collect();
+    if name.is_empty() || name.starts_with('.') {
+        "guest".into()
+    } else {
+        name
+    }
+}
+
+fn finish_directory(
+    w: &mut TraceDirWriter,
+    report: &mut CaptureReport,
+    tids: &[u32],
+    last_time: &std::collections::HashMap<u32, u64>,
+    opts: &CaptureOptions,
+) -> io::Result<()> {
+    let header = report
+        .header
+        .as_ref()
+        .expect("a writer exists only after a header");
+    // LOST records at the end of threads that dropped records, as uftrace expects.
+    for s in &report.threads {
+        let lost = s.lost + s.overwritten;
+        if let (Ok(tid), true) = (u32::try_from(s.tid), lost > 0) {
+            if tids.contains(&tid) {
+                let t = last_time.get(&tid).copied().unwrap_or(0);
+                w.write_records(tid, [Record::lost(t, 0, lost)])?;
+            }
+        }
+    }
+    let module_path = format!("/guest/{}", safe_image_name(header));
+    let pid = if header.pid == 0 { 1 } else { header.pid };
+    let sid = make_session_id(header.session_id);
+    let mut info = Info::new(module_path.clone(), header.display_cmdline());
+    info.tids = tids.to_vec();
+    w.write_info(&info)?;
+    let mut tasks = vec![TaskLine::Session {
+        timestamp_ns: 0,
+        pid,
+        sid: sid.clone(),
+        exename: module_path.clone(),
+    }];
+    tasks.extend(tids.iter().map(|&tid| TaskLine::Task {
+        timestamp_ns: 0,
+        tid,
+        pid,
+    }));
+    w.write_tasks(&tasks)?;
+    let end = header.load_end.max(header.load_address + 1);
+    w.write_map(&sid, &guest_map(header.load_address, end, &module_path))?;
+    if let Some(elf) = opts.elf {
+        let symbols =
+            vftrace_symbols::elf_functions(elf).map_err(|e| io::Error::other(e.to_string()))?;
+        let placement = vftrace_symbols::Placement {
+            load_address: None,
+            map_start: Some(header.load_address),
+            path_name: Some(module_path.clone()),
+        };
+        let (path, syms) = vftrace_symbols::sym_symbols(&symbols, &placement)
+            .map_err(|e| io::Error::other(e.to_string()))?;
+        report.symbols = syms.len();
+        w.write_symbols(&path, &syms)?;
+    }
+    let mut text = String::from("# vftrace guest markers: guest_tsc value phase (port ");
+    let _ = writeln!(text, "{:#x})", report.marker_port.unwrap_or(0));
+    for m in &report.markers {
+        let _ = writeln!(text, "{} {:#x} {}", m.tsc, m.value, m.phase);
+    }
+    std::fs::write(w.path().join(MARKERS_FILE), text)?;
+    Ok(())
+}
