@@ -209,8 +209,7 @@ fn write_executable_symbols(
         map_start: Some(map_start),
         path_name: Some(exename.to_string()),
     };
-    let (_, syms) =
-        vftrace_symbols::sym_symbols(&symbols, &placement).map_err(io::Error::other)?;
+    let (_, syms) = vftrace_symbols::sym_symbols(&symbols, &placement).map_err(io::Error::other)?;
     writer.write_symbols(exename, &syms)
 }
 

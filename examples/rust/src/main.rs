@@ -12,10 +12,15 @@
 //! - `deep N`: recursion N deep (deeper than the shadow stack if N > 1024).
 //! - `panic`: a panic unwinds through traced frames and is caught; work goes on.
 //! - `loop N`: N calls of a tiny function (the benchmark).
+//! - `parloop T N`: T threads each make N calls of the same tiny function at once and print
+//!   ns per call by wall and thread CPU clock (scripts/bench-mcount).
 //!
 //! Options: `-o DIR` (default vftrace.data), `--buffer BYTES`, `--ring`, `--no-trace`.
 use std::hint::black_box;
 use std::time::Duration;
+
+#[path = "../../bench/parloop.rs"]
+mod parloop;
 
 #[inline(never)]
 fn fib(n: u64) -> u64 {
@@ -139,7 +144,7 @@ fn call_loop(n: u64) -> u64 {
 }
 
 fn usage() -> ! {
-    eprintln!("usage: vftrace-example-rust [demo | threads N M | deep N | panic | loop N] [-o DIR] [--buffer BYTES] [--ring] [--no-trace]");
+    eprintln!("usage: vftrace-example-rust [demo | threads N M | deep N | panic | loop N | parloop T N] [-o DIR] [--buffer BYTES] [--ring] [--no-trace]");
     std::process::exit(2)
 }
 
@@ -200,6 +205,10 @@ fn main() {
             let acc = call_loop(n);
             let ns = start.elapsed().as_nanos() as f64 / n as f64;
             println!("loop: {n} calls, {ns:.2} ns per iteration (acc {acc})");
+        }
+        "parloop" => {
+            let calls = num(2);
+            parloop::print(calls, &parloop::run(num(1) as usize, calls, call_loop));
         }
         _ => usage(),
     }
