@@ -244,7 +244,23 @@ impl ThreadBuf {
         t
     }
 
-    /// Appends one record. Returns false if it had to be dropped.
+    /// Appends one record if the current chunk has room, without calling anything (the hot
+    /// path stays a leaf function). Returns false if it has not.
+    #[inline(always)]
+    pub fn try_push(&mut self, time: u64, word: u64) -> bool {
+        let w = self.write.load(Relaxed);
+        if w == self.end {
+            return false;
+        }
+        // SAFETY: `w` is inside the current chunk (w < end), which this thread owns.
+        unsafe {
+            w.write([time, word]);
+            self.write.store(w.add(1), Release);
+        }
+        true
+    }
+
+    /// Appends one record, taking a new chunk if needed. Returns false if it had to be dropped.
     #[inline(always)]
     pub fn push(&mut self, time: u64, word: u64) -> bool {
         let mut w = self.write.load(Relaxed);

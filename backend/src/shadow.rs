@@ -41,6 +41,10 @@ const REGISTRATION_FAILED: *mut ThreadBuf = 1 as *mut ThreadBuf;
 
 /// Called by `mcount` with the function's return-address slot and an address inside it.
 ///
+/// The common case (registered thread, room on both stacks, a normal nested call) is handled
+/// here without calling anything, so the function needs no callee-saved registers; everything
+/// else goes to the cold `hook_slow` as a tail call.
+///
 /// # Safety
 /// `tls` is the current thread's block and `slot` the live return-address slot of the
 /// function that called mcount.
@@ -51,11 +55,51 @@ pub unsafe extern "C" fn on_entry(tls: *mut ThreadLocal, slot: *mut usize, func:
         return;
     }
     tls.busy = 1;
-    // SAFETY: forwarded from the caller.
+    let thread = tls.thread;
+    let depth = tls.depth as usize;
+    let slot_addr = slot as usize;
+    // SAFETY: `slot` is the live return-address slot (caller's contract).
+    let ret = unsafe { slot.read() };
+    let nested = depth == 0
+        // SAFETY: 0 < depth <= SHADOW_STACK_DEPTH.
+        || (depth < SHADOW_STACK_DEPTH && unsafe { tls.frames.get_unchecked(depth - 1) }.slot > slot_addr);
+    if nested
+        && (thread as usize) > REGISTRATION_FAILED as usize
+        && ret != return_trampoline_address()
+    {
+        // SAFETY: registered buffers live in the pool for the rest of the program.
+        let buf = unsafe { &mut *thread };
+        let now = buf.clamp_time(rdtsc());
+        if buf.try_push(now, pack_word(RecordType::Entry, depth as u16, func as u64)) {
+            // SAFETY: depth < SHADOW_STACK_DEPTH (nested).
+            unsafe {
+                *tls.frames.get_unchecked_mut(depth) = Frame {
+                    ret,
+                    slot: slot_addr,
+                    func,
+                }
+            };
+            tls.depth = depth as u32 + 1;
+            // SAFETY: as above; the function will return through the trampoline.
+            unsafe { slot.write(return_trampoline_address()) };
+            tls.busy = 0;
+            return;
+        }
+    }
+    // SAFETY: forwarded.
+    unsafe { hook_slow(tls, slot, func) }
+}
+
+#[cold]
+#[inline(never)]
+unsafe fn hook_slow(tls: &mut ThreadLocal, slot: *mut usize, func: usize) {
+    // SAFETY: forwarded from on_entry.
     unsafe { hook(tls, slot, func) };
     tls.busy = 0;
 }
 
+/// Everything `on_entry` does, including registration, closing dead frames and taking a new
+/// chunk.
 #[inline(always)]
 unsafe fn hook(tls: &mut ThreadLocal, slot: *mut usize, func: usize) {
     let mut thread = tls.thread;
@@ -138,7 +182,8 @@ unsafe fn close_dead_frames(
 }
 
 /// Called by the trampoline with `rsp` as it was on entry (one past the slot the hooked
-/// return address was in). Returns where the function really returns to.
+/// return address was in). Returns where the function really returns to. Like `on_entry`, the
+/// common case calls nothing.
 ///
 /// # Safety
 /// `tls` is the current thread's block; the trampoline was reached by a hooked return.
@@ -149,6 +194,32 @@ pub unsafe extern "C" fn on_exit(tls: *mut ThreadLocal, sp: usize) -> usize {
     let was_busy = tls.busy;
     tls.busy = 1;
     let slot = sp - core::mem::size_of::<usize>();
+    let depth = tls.depth as usize;
+    if depth > 0 {
+        // SAFETY: 0 < depth <= SHADOW_STACK_DEPTH.
+        let frame = unsafe { *tls.frames.get_unchecked(depth - 1) };
+        // SAFETY: a frame was hooked, so the thread registered successfully.
+        let buf = unsafe { &mut *tls.thread };
+        if frame.slot == slot {
+            let now = buf.clamp_time(now);
+            if buf.try_push(
+                now,
+                pack_word(RecordType::Exit, (depth - 1) as u16, frame.func as u64),
+            ) {
+                tls.depth = depth as u32 - 1;
+                tls.busy = was_busy;
+                return frame.ret;
+            }
+        }
+    }
+    // SAFETY: forwarded.
+    unsafe { unhook_slow(tls, slot, now, was_busy) }
+}
+
+/// Everything `on_exit` does: closing frames skipped by longjmp, taking a new chunk.
+#[cold]
+#[inline(never)]
+unsafe fn unhook_slow(tls: &mut ThreadLocal, slot: usize, now: u64, was_busy: u32) -> usize {
     // SAFETY: a frame was hooked, so the thread registered successfully.
     let thread = unsafe { &mut *tls.thread };
     let now = thread.clamp_time(now);
