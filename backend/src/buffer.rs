@@ -58,7 +58,7 @@ struct Chunk {
 }
 
 const CHUNK_HEADER: usize = size_of::<Chunk>();
-const _: () = assert!(CHUNK_HEADER % 16 == 0);
+const _: () = assert!(CHUNK_HEADER.is_multiple_of(16));
 
 struct Pool {
     base: AtomicUsize,
@@ -157,7 +157,8 @@ pub struct ThreadBuf {
     next_thread: *mut ThreadBuf,
 }
 
-const _: () = assert!(size_of::<ThreadBuf>() % ALIGN == 0 && align_of::<ThreadBuf>() == ALIGN);
+const _: () =
+    assert!(size_of::<ThreadBuf>().is_multiple_of(ALIGN) && align_of::<ThreadBuf>() == ALIGN);
 
 /// Creates the calling thread's buffer and links it into the thread list.
 pub fn register_thread() -> Option<*mut ThreadBuf> {

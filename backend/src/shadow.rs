@@ -37,7 +37,7 @@ pub struct ThreadLocal {
     frames: [Frame; SHADOW_STACK_DEPTH],
 }
 
-const REGISTRATION_FAILED: *mut ThreadBuf = 1 as *mut ThreadBuf;
+const REGISTRATION_FAILED: *mut ThreadBuf = core::ptr::without_provenance_mut(1);
 
 /// Called by `mcount` with the function's return-address slot and an address inside it.
 ///

@@ -267,7 +267,7 @@ fn mcount_and_trampoline_preserve_registers_and_record_the_call() {
     // SAFETY: `raw` holds 8 records.
     let n = unsafe { vftrace_backend_thread_read(0, 0, raw.as_mut_ptr(), raw.len()) };
     assert_eq!(n, 2, "entry and exit");
-    let probe = vftrace_probe_function as usize as u64;
+    let probe = vftrace_probe_function as *const () as u64;
     for (i, kind) in [(0usize, 0u64), (1, 1)] {
         let word = u64::from_le_bytes(raw[i][8..].try_into().unwrap());
         assert_eq!(word & 3, kind, "record {i} type");

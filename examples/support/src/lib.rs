@@ -1,4 +1,5 @@
-//! Shared by the examples' end-to-end tests.
+//! What the tests of every crate share: the policy for missing judges, building the
+//! instrumented examples, running uftrace.
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
@@ -12,21 +13,27 @@ pub fn workspace() -> PathBuf {
         .to_path_buf()
 }
 
-/// True if `tool` can be run. Missing: a failure in CI (`CI=true`), a loud skip elsewhere.
+/// The project's policy for a test whose judge or dependency is missing: in CI (`CI=true`)
+/// the test fails (this panics); elsewhere it is skipped, saying loudly why. Call it, then
+/// return from the test.
+pub fn missing(what: &str, why: &str) {
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{what} is required in CI ({why}); scripts/setup installs it");
+    }
+    eprintln!("\n!!!!! SKIPPED: {what} is not available ({why}). Run scripts/setup. !!!!!\n");
+}
+
+/// True if the program `tool` is on PATH; otherwise applies [`missing`].
 pub fn require(tool: &str, why: &str) -> bool {
     let found = Command::new("sh")
         .arg("-c")
         .arg(format!("command -v {tool}"))
         .output()
         .is_ok_and(|o| o.status.success());
-    if found {
-        return true;
+    if !found {
+        missing(tool, why);
     }
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("{tool} is required in CI ({why}); scripts/setup installs it");
-    }
-    eprintln!("\n*** SKIPPED: {tool} is not installed ({why}). Run scripts/setup. ***\n");
-    false
+    found
 }
 
 /// Runs a command, failing the test with its output if it does not succeed.

@@ -1,33 +1,21 @@
-//! Test helpers shared by this crate's integration tests. Other crates may copy
-//! `require_tool`: it is the project's policy for tests that need an external judge.
+//! Test helpers shared by this crate's integration tests.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-/// Whether an external tool a test needs is present.
-///
-/// Policy: in CI (env `CI=true`) a missing tool is a test failure (this panics); elsewhere the
-/// test should skip, and this prints a loud reason to stderr. Use as
-/// `if !require_tool("uftrace", &["--version"]) { return; }`.
+/// Whether an external tool a test needs runs (`tool ARGS` succeeds); otherwise the
+/// project's policy for missing judges applies (`vftrace_testsupport::missing`).
 pub fn require_tool(tool: &str, version_args: &[&str]) -> bool {
     let ok = Command::new(tool)
         .args(version_args)
         .output()
         .is_ok_and(|o| o.status.success());
-    if ok {
-        return true;
+    if !ok {
+        vftrace_testsupport::missing(tool, "this test needs it as a judge");
     }
-    if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
-        panic!("`{tool}` is required in CI but is not installed or does not run; install it (scripts/setup)");
-    }
-    eprintln!();
-    eprintln!("!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!");
-    eprintln!("!!! SKIPPING TEST: `{tool}` is not installed; this test needs it as a judge.");
-    eprintln!("!!! Install it (e.g. `apt-get install {tool}`) to run this test; in CI it fails.");
-    eprintln!("!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!");
-    false
+    ok
 }
 
 /// `require_tool("uftrace", ["--version"])`.

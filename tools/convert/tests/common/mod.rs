@@ -6,13 +6,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// A judge or tool is missing: in CI (CI=true) that fails the test, elsewhere it skips loudly.
-pub fn missing(what: &str, how_to_get: &str) {
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("{what} is missing ({how_to_get}); CI must have it");
-    }
-    eprintln!("\n!!!!! SKIPPED: {what} is missing ({how_to_get}) !!!!!\n");
-}
+pub use vftrace_testsupport::missing;
 
 pub fn have(program: &str) -> bool {
     Command::new(program)
