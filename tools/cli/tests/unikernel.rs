@@ -43,6 +43,36 @@ fn scratch(name: &str) -> PathBuf {
 }
 
 #[test]
+fn guest_call_tree_matches_snapshot() {
+    if !available() {
+        return;
+    }
+    let out = scratch("tree");
+    let run = vftrace()
+        .args([
+            "demo",
+            "--no-kvm",
+            "--cmdline",
+            "fib=3 sort=2 helpers=2",
+            "-o",
+        ])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let replay =
+        vftrace_testsupport::uftrace(&out.join("guest.uftrace"), &["replay", "-f", "none"]);
+    let snapshot =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/snapshots/unikernel-small.replay");
+    vftrace_testsupport::assert_snapshot(&snapshot, &replay);
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+#[test]
 fn guest_trace_replays_with_exact_call_counts() {
     if !available() {
         return;
