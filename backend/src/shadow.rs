@@ -54,6 +54,12 @@ pub unsafe extern "C" fn on_entry(tls: *mut ThreadLocal, slot: *mut usize, func:
     if tls.busy != 0 {
         return;
     }
+    // An interrupt handler's "return address" is the interrupted RIP: not ours to hook.
+    // SAFETY: `slot` is on a live stack (the caller's contract).
+    #[cfg(feature = "interruptsafe")]
+    if unsafe { crate::arch::is_interrupt_frame(slot) } {
+        return;
+    }
     tls.busy = 1;
     let thread = tls.thread;
     let depth = tls.depth as usize;

@@ -183,9 +183,59 @@ global_asm!(concat!(
     "ret\n",
 ));
 
+// A fake hardware interrupt: push the frame the CPU would (SS, RSP, RFLAGS, CS, RIP) and
+// enter an instrumented handler that ends with iretq, which works at CPL3 too.
+global_asm!(
+    ".globl vftrace_fake_interrupt",
+    "vftrace_fake_interrupt:",
+    "mov rax, rsp",
+    "mov rcx, ss",
+    "push rcx",
+    "push rax",
+    "pushfq",
+    "mov rcx, cs",
+    "push rcx",
+    "lea rcx, [rip + 2f]",
+    "push rcx",
+    "jmp vftrace_fake_handler",
+    "2:",
+    "ret",
+    "vftrace_fake_handler:",
+    "push rbp",
+    "mov rbp, rsp",
+    "call mcount",
+    "pop rbp",
+    "iretq",
+);
+
 extern "C" {
     fn vftrace_probe_caller();
     fn vftrace_probe_function();
+    fn vftrace_fake_interrupt();
+}
+
+fn init_once() {
+    static INIT: std::sync::Once = std::sync::Once::new();
+    INIT.call_once(|| {
+        let pool: &'static mut [u8] = Vec::leak(vec![0u8; 1 << 20]);
+        // SAFETY: the pool is leaked, so it stays valid and ours for the rest of the test binary.
+        let status = unsafe { vftrace_backend_init(pool.as_mut_ptr(), pool.len(), 0, Some(tid)) };
+        assert_eq!(status, 0);
+        vftrace_backend_enable();
+    });
+}
+
+/// With `interruptsafe`, an instrumented interrupt handler is not hooked: its iretq returns
+/// to the interrupted code, not to the trampoline (which would crash this test).
+#[cfg(feature = "interruptsafe")]
+#[test]
+fn interrupt_frames_are_not_hooked() {
+    init_once();
+    let before = vftrace_backend::vftrace_backend_thread_count();
+    // SAFETY: the fake interrupt returns to its caller with every callee-saved register intact.
+    unsafe { vftrace_fake_interrupt() };
+    // Not hooked, so this thread did not even register.
+    assert_eq!(vftrace_backend::vftrace_backend_thread_count(), before);
 }
 
 extern "C" fn tid() -> u64 {
@@ -221,13 +271,7 @@ fn expect_preserved(what: &str, regs: &Regs, base: u64, names: &[&str]) {
 
 #[test]
 fn mcount_and_trampoline_preserve_registers_and_record_the_call() {
-    let pool: &'static mut [u8] = Vec::leak(vec![0u8; 1 << 20]);
-    // SAFETY: the pool is leaked, so it stays valid and ours for the rest of the test binary.
-    assert_eq!(
-        unsafe { vftrace_backend_init(pool.as_mut_ptr(), pool.len(), 0, Some(tid)) },
-        0
-    );
-    vftrace_backend_enable();
+    init_once();
 
     // SAFETY: the probe follows the System V ABI towards its caller (it only clobbers scratch
     // registers and returns normally).

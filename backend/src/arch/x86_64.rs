@@ -278,6 +278,34 @@ pub fn tls_block() -> *mut ThreadLocal {
     block
 }
 
+/// Whether the return-address slot of an instrumented function is really the start of a
+/// hardware interrupt frame (RIP, CS, RFLAGS, RSP, SS; or error code, RIP, ...): kernels
+/// instrument their interrupt handlers too, and hooking there would send `iretq` to the
+/// trampoline. Both CS and SS must match the current selectors, which ordinary stack data
+/// (small integers) practically never does twice at these offsets.
+///
+/// # Safety
+/// `slot` points into a live stack with at least six words above it, or the first compare
+/// fails (a frame whose next word is not CS is not read further).
+#[cfg(feature = "interruptsafe")]
+#[inline(always)]
+pub unsafe fn is_interrupt_frame(slot: *const usize) -> bool {
+    let (cs, ss): (usize, usize);
+    // SAFETY: reading segment selectors has no side effects.
+    unsafe {
+        core::arch::asm!(
+            "mov {cs:x}, cs", "movzx {cs:e}, {cs:x}", "mov {ss:x}, ss", "movzx {ss:e}, {ss:x}",
+            cs = out(reg) cs, ss = out(reg) ss,
+            options(nomem, nostack, preserves_flags),
+        );
+    }
+    // SAFETY: the caller's contract; each later word is read only if the earlier one matched.
+    unsafe {
+        (slot.add(1).read() == cs && slot.add(4).read() == ss)
+            || (slot.add(2).read() == cs && slot.add(5).read() == ss)
+    }
+}
+
 /// The time-stamp counter. `rdtsc` is not serializing; per-thread clamping in the buffer keeps
 /// the times of one thread monotonic.
 #[inline(always)]
