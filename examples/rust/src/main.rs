@@ -11,6 +11,7 @@
 //! - `threads N M`: N threads each make M calls of `leaf`.
 //! - `deep N`: recursion N deep (deeper than the shadow stack if N > 1024).
 //! - `panic`: a panic unwinds through traced frames and is caught; work goes on.
+//! - `toggle`: tracing is disabled and enabled again in the middle of the run.
 //! - `loop N`: N calls of a tiny function (the benchmark).
 //! - `parloop T N`: T threads each make N calls of the same tiny function at once and print
 //!   ns per call by wall and thread CPU clock (scripts/bench-mcount).
@@ -144,7 +145,7 @@ fn call_loop(n: u64) -> u64 {
 }
 
 fn usage() -> ! {
-    eprintln!("usage: vftrace-example-rust [demo | threads N M | deep N | panic | loop N | parloop T N] [-o DIR] [--buffer BYTES] [--ring] [--no-trace]");
+    eprintln!("usage: vftrace-example-rust [demo | threads N M | deep N | panic | toggle | loop N | parloop T N] [-o DIR] [--buffer BYTES] [--ring] [--no-trace]");
     std::process::exit(2)
 }
 
@@ -194,6 +195,14 @@ fn main() {
             let got = recurse(n);
             assert_eq!(got, n);
             println!("deep: recursed {got} levels");
+        }
+        "toggle" => {
+            // Traced, not traced, traced again.
+            fib(4);
+            vftrace::disable();
+            insertion_sort(&mut [3, 2, 1]);
+            vftrace::enable();
+            println!("toggle: {}", parse_number("7"));
         }
         "panic" => {
             let caught = survive_panic();

@@ -245,3 +245,28 @@ fn a_caught_panic_unwinds_through_traced_frames() {
     let calls = report_calls(&dir);
     assert_eq!(calls["vftrace_example_rust::after_panic"], 1);
 }
+
+#[test]
+fn tracing_can_be_disabled_and_enabled_again() {
+    let Some(dir) = traced("toggle", &["toggle"]) else {
+        return;
+    };
+    let calls = report_calls(&dir);
+    assert_eq!(
+        calls["vftrace_example_rust::fib"], 9,
+        "fib(4) while enabled"
+    );
+    assert_eq!(
+        calls["vftrace_example_rust::parse_number"], 1,
+        "after enabling again"
+    );
+    assert!(
+        !calls.contains_key("vftrace_example_rust::insertion_sort"),
+        "traced while disabled: {calls:?}"
+    );
+    assert!(
+        !calls.contains_key("vftrace_example_rust::less"),
+        "traced while disabled: {calls:?}"
+    );
+    judged_by_uftrace(&dir);
+}
