@@ -73,6 +73,15 @@ pub fn tsc_hz_between(first: ClockSync, last: ClockSync) -> Option<f64> {
     Some(ticks as f64 * 1e9 / ns as f64)
 }
 
+/// Counts TSC ticks against CLOCK_MONOTONIC for `span` (at least [`MIN_CALIBRATION_NS`]),
+/// for when no recording supplies clock pairs.
+pub fn calibrate_tsc_hz(span: std::time::Duration) -> Option<f64> {
+    let first = measure_sync(64).sync;
+    std::thread::sleep(span.max(std::time::Duration::from_nanos(MIN_CALIBRATION_NS)));
+    let last = measure_sync(64).sync;
+    tsc_hz_between(first, last)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -131,10 +131,7 @@ fn calibrate_tsc_hz() -> Option<f64> {
     if !cfg!(target_arch = "x86_64") {
         return None;
     }
-    let first = vftrace_kvm::clock::measure_sync(64).sync;
-    std::thread::sleep(std::time::Duration::from_millis(200));
-    let last = vftrace_kvm::clock::measure_sync(64).sync;
-    vftrace_kvm::clock::tsc_hz_between(first, last)
+    vftrace_kvm::clock::calibrate_tsc_hz(std::time::Duration::from_millis(200))
 }
 
 /// Host TSC -> the output's nanoseconds. With clock pairs the output is on the

@@ -57,16 +57,6 @@ pub fn guest_elf() -> anyhow::Result<PathBuf> {
     Ok(elf)
 }
 
-/// The host TSC frequency, measured against the monotonic clock over 100 ms.
-fn measure_tsc_hz() -> f64 {
-    // SAFETY: rdtsc has no preconditions on x86_64.
-    let tsc = || unsafe { core::arch::x86_64::_rdtsc() };
-    let (t0, i0) = (tsc(), Instant::now());
-    std::thread::sleep(Duration::from_millis(100));
-    let (t1, i1) = (tsc(), Instant::now());
-    (t1 - t0) as f64 / (i1 - i0).as_secs_f64()
-}
-
 pub fn run(args: Args) -> anyhow::Result<()> {
     let elf = match &args.kernel {
         Some(k) => k.clone(),
@@ -126,7 +116,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         bail!("the guest exited without announcing its trace stream")
     };
 
-    let tsc_hz = host_tsc_hz.unwrap_or_else(measure_tsc_hz);
+    let tsc_hz = match host_tsc_hz {
+        Some(hz) => hz,
+        None => vftrace_kvm::clock::calibrate_tsc_hz(Duration::from_millis(100))
+            .context("cannot measure the host TSC frequency against CLOCK_MONOTONIC")?,
+    };
     let started = Instant::now();
     let report = capture(
         stream.as_slice(),
