@@ -211,6 +211,7 @@ global_asm!(
 extern "C" {
     fn vftrace_probe_caller();
     fn vftrace_probe_function();
+    #[cfg(feature = "interruptsafe")]
     fn vftrace_fake_interrupt();
 }
 

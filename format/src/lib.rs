@@ -28,6 +28,8 @@ pub mod info;
 #[cfg(feature = "std")]
 pub mod maps;
 #[cfg(feature = "std")]
+pub mod markers;
+#[cfg(feature = "std")]
 pub mod reader;
 #[cfg(feature = "std")]
 pub mod sym;

@@ -1,5 +1,4 @@
 //! A guest's byte stream -> a uftrace directory.
-use std::fmt::Write as _;
 use std::io::{self, Read};
 use std::path::Path;
 
@@ -7,6 +6,7 @@ use vftrace_format::clock::{ClockMap, ClockSource};
 use vftrace_format::dir::{make_session_id, TraceDirWriter};
 use vftrace_format::info::Info;
 use vftrace_format::maps::guest_map;
+use vftrace_format::markers::{write_guest_markers, GUEST_MARKERS_FILE};
 use vftrace_format::record::Record;
 use vftrace_format::stream::{
     Marker, OwnedHeader, Payload, StreamError, StreamReader, ThreadStats,
@@ -14,7 +14,6 @@ use vftrace_format::stream::{
 use vftrace_format::task::TaskLine;
 
 /// File (in the trace directory) listing the guest's marker writes: `tsc value phase` lines.
-pub const MARKERS_FILE: &str = "vftrace.markers";
 /// Highest tid accepted from a guest (uftrace tids are 32-bit, and one file is made per tid).
 const MAX_THREADS: usize = 4096;
 
@@ -224,11 +223,11 @@ fn finish_directory(
         report.symbols = syms.len();
         w.write_symbols(&path, &syms)?;
     }
-    let mut text = String::from("# vftrace guest markers: guest_tsc value phase (port ");
-    let _ = writeln!(text, "{:#x})", report.marker_port.unwrap_or(0));
-    for m in &report.markers {
-        let _ = writeln!(text, "{} {:#x} {}", m.tsc, m.value, m.phase);
-    }
-    std::fs::write(w.path().join(MARKERS_FILE), text)?;
+    let file = std::fs::File::create(w.path().join(GUEST_MARKERS_FILE))?;
+    write_guest_markers(
+        io::BufWriter::new(file),
+        report.marker_port,
+        &report.markers,
+    )?;
     Ok(())
 }

@@ -39,7 +39,7 @@ pub use align::{
     MARKER_HIGH_PORT_DELTA,
 };
 use clocks::{detect_tsc_hz, HostClock, TscHzHints, TscHzSource};
-use guest_markers::{read_guest_markers, GuestMarkers};
+use vftrace_format::markers::{read_guest_markers, GuestMarkers};
 
 /// Process id of the guest's tracks in the output (above Linux's largest pid, 2^22).
 pub const GUEST_PID: u32 = 0x4000_0001;
