@@ -36,7 +36,7 @@ fn main() {
     }
     println!("cargo:rerun-if-env-changed=VFTRACE_BACKEND_FEATURES");
 
-    let target = env::var("TARGET").unwrap();
+    let (target, interruptsafe) = backend_target();
     let out = PathBuf::from(env::var("OUT_DIR").unwrap());
     let target_dir = out.join("backend-build");
     let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
@@ -51,7 +51,7 @@ fn main() {
         .arg(&target)
         .arg("--target-dir")
         .arg(&target_dir);
-    if env::var_os("CARGO_FEATURE_INTERRUPTSAFE").is_some() {
+    if interruptsafe {
         cmd.arg("--features").arg("interruptsafe");
     }
     // Whatever the application is built with (-Z instrument-mcount above all) must not reach
@@ -93,6 +93,21 @@ fn main() {
     localize(&built, &lib_dir.join("libvftrace_backend.a"), &out);
     println!("cargo:rustc-link-search=native={}", lib_dir.display());
     println!("cargo:rustc-link-lib=static=vftrace_backend");
+}
+
+/// The target the backend is built for, and whether it must be interrupt-safe.
+///
+/// Hermit: the application, std and the kernel are one image, so the backend also traces the
+/// kernel's interrupt handlers, which Hermit instruments (`interruptsafe` refuses to hook
+/// interrupt frames). Hermit targets (often a JSON soft-float spec) have no prebuilt `core`;
+/// the backend is `no_std`, and `x86_64-unknown-none` is soft-float like the Hermit kernel.
+fn backend_target() -> (String, bool) {
+    let interruptsafe = env::var_os("CARGO_FEATURE_INTERRUPTSAFE").is_some();
+    if env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("hermit") {
+        ("x86_64-unknown-none".into(), true)
+    } else {
+        (env::var("TARGET").unwrap(), interruptsafe)
+    }
 }
 
 /// Links what the exports need into one relocatable object, keeps only `EXPORTS` global, and

@@ -11,6 +11,7 @@ pub struct ClockPair {
     pub mono_ns: u64,
 }
 
+#[cfg(not(target_os = "hermit"))]
 pub fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
@@ -19,6 +20,29 @@ pub fn monotonic_ns() -> u64 {
     // SAFETY: `ts` is a valid out-pointer; CLOCK_MONOTONIC always exists on Linux.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// A Hermit guest has no CLOCK_MONOTONIC shared with the host; its own monotonic clock (the
+/// kernel's, derived from the TSC) serves to measure the TSC frequency.
+#[cfg(target_os = "hermit")]
+pub fn monotonic_ns() -> u64 {
+    use std::sync::OnceLock;
+    use std::time::Instant;
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    EPOCH.get_or_init(Instant::now).elapsed().as_nanos() as u64
+}
+
+/// Where trace time 0 is and what the TSC is: the host's, with times on its CLOCK_MONOTONIC.
+#[cfg(not(target_os = "hermit"))]
+fn time_origin(start: ClockPair) -> (u64, ClockSource) {
+    (start.mono_ns, ClockSource::Host)
+}
+
+/// A guest's TSC (merging with host events needs to know that); as for every guest trace,
+/// 0 ns is the first TSC sample (`vftrace_format::clock`).
+#[cfg(target_os = "hermit")]
+fn time_origin(_start: ClockPair) -> (u64, ClockSource) {
+    (0, ClockSource::Guest)
 }
 
 /// The tightest of a few (monotonic, tsc, monotonic) brackets: its TSC is paired with the
@@ -57,5 +81,6 @@ pub fn clock_map_since(start: ClockPair) -> ClockMap {
         end = sample();
     }
     let tsc_hz = (end.tsc - start.tsc) as f64 * 1e9 / (end.mono_ns - start.mono_ns) as f64;
-    ClockMap::new(tsc_hz, start.tsc, start.mono_ns, ClockSource::Host)
+    let (ns_base, source) = time_origin(start);
+    ClockMap::new(tsc_hz, start.tsc, ns_base, source)
 }

@@ -1,12 +1,12 @@
-//! Linux: allocating the buffer, naming threads, and writing a complete uftrace directory.
+//! Linux and Hermit: allocating the buffer, naming threads, and writing a complete uftrace
+//! directory. What differs between the two is in `os/`.
 use crate::backend::{self, init_with_buffer, InitError, Mode, ThreadView};
 use crate::calibrate::{self, ClockPair};
+use crate::os;
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use vftrace_format::dir::TraceDirWriter;
-use vftrace_format::info::Info;
-use vftrace_format::maps;
 use vftrace_format::record::{Record, RecordType, RECORD_SIZE};
 use vftrace_format::task::TaskLine;
 
@@ -18,11 +18,6 @@ struct Session {
 
 static SESSION: OnceLock<Session> = OnceLock::new();
 
-extern "C" fn gettid() -> u64 {
-    // SAFETY: gettid has no preconditions.
-    unsafe { libc::gettid() as u64 }
-}
-
 /// Allocates a trace buffer of `capacity_bytes` shared by all threads, starts the clock
 /// calibration and installs the panic hook. Tracing starts with [`crate::enable`].
 pub fn init(capacity_bytes: usize, mode: Mode) -> Result<(), InitError> {
@@ -33,7 +28,7 @@ pub fn init(capacity_bytes: usize, mode: Mode) -> Result<(), InitError> {
     pool.try_reserve_exact(capacity_bytes)
         .map_err(|_| InitError::OutOfMemory)?;
     pool.resize(capacity_bytes, 0u8);
-    init_with_buffer(pool.leak(), mode, gettid)?;
+    init_with_buffer(pool.leak(), mode, os::thread_id)?;
     let _ = SESSION.set(Session {
         start: calibrate::sample(),
         mode,
@@ -80,10 +75,10 @@ fn dump_to(dir: &Path) -> io::Result<DumpSummary> {
         .ok_or_else(|| io::Error::other("vftrace::dump called before vftrace::init"))?;
     crate::disable();
     let clock = calibrate::clock_map_since(session.start);
-    let start_ns = session.start.mono_ns;
+    let start_ns = clock.ns_base;
 
     let pid = std::process::id();
-    let exe = std::env::current_exe()?;
+    let exe: PathBuf = os::executable()?;
     let exename = exe.to_string_lossy().into_owned();
     let sid = format!("{:016x}", (u64::from(pid) << 40) ^ session.start.tsc);
 
@@ -119,10 +114,10 @@ fn dump_to(dir: &Path) -> io::Result<DumpSummary> {
     tasks[1..].reverse();
 
     writer.write_tasks(&tasks)?;
-    let map = maps::current_process_map()?;
+    let map = os::memory_map(&exename)?;
     writer.write_map(&sid, &map)?;
-    write_executable_symbols(&mut writer, &exe, &exename, &map)?;
-    let mut info = Info::from_host(exename, cmdline());
+    os::write_executable_symbols(&mut writer, &exe, &exename, &map)?;
+    let mut info = os::info(exename);
     info.tids = tids;
     writer.write_info(&info)?;
     writer.write_clock(&clock)?;
@@ -140,6 +135,7 @@ fn write_thread(
 ) -> io::Result<Option<u64>> {
     let stats = thread.stats();
     let tid = stats.tid as u32;
+    let tsc_to_ns = os::tsc_to_ns(clock);
     let mut raw = vec![[0u8; RECORD_SIZE]; 64 * 1024];
     let mut done = 0u64;
     let mut first_ns = None;
@@ -155,7 +151,7 @@ fn write_thread(
         for bytes in &raw[..n] {
             let mut r = Record::from_bytes(bytes)
                 .map_err(|e| io::Error::other(format!("thread {tid}: {e}")))?;
-            r.time = clock.tsc_to_ns(r.time);
+            r.time = tsc_to_ns(r.time);
             // Exits whose entries were overwritten (ring mode) would make uftrace invent calls
             // of unknown length: they are counted with the overwritten records instead, and
             // depths restart from the oldest kept call so uftrace sees no missing parents.
@@ -189,35 +185,4 @@ fn write_thread(
         writer.write_records(tid, [Record::lost(time, depth, stats.lost)])?;
     }
     Ok(first_ns)
-}
-
-/// The executable's own functions, placed where it is mapped now (PIE or not).
-fn write_executable_symbols(
-    writer: &mut TraceDirWriter,
-    exe: &Path,
-    exename: &str,
-    map: &[maps::MapEntry],
-) -> io::Result<()> {
-    let symbols = vftrace_symbols::elf_functions(exe).map_err(io::Error::other)?;
-    let map_start = map
-        .iter()
-        .find(|m| m.path == exename)
-        .map(|m| m.start)
-        .ok_or_else(|| io::Error::other(format!("{exename} is not in /proc/self/maps")))?;
-    let placement = vftrace_symbols::Placement {
-        load_address: Some(symbols.load_address_for_map_start(map_start)),
-        map_start: Some(map_start),
-        path_name: Some(exename.to_string()),
-    };
-    let (_, syms) = vftrace_symbols::sym_symbols(&symbols, &placement).map_err(io::Error::other)?;
-    writer.write_symbols(exename, &syms)
-}
-
-fn cmdline() -> String {
-    let raw = std::fs::read("/proc/self/cmdline").unwrap_or_default();
-    raw.split(|&b| b == 0)
-        .filter(|s| !s.is_empty())
-        .map(|s| String::from_utf8_lossy(s))
-        .collect::<Vec<_>>()
-        .join(" ")
 }

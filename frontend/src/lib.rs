@@ -19,4 +19,6 @@ pub mod capi;
 #[cfg(feature = "std")]
 mod dump;
 #[cfg(feature = "std")]
+mod os;
+#[cfg(feature = "std")]
 pub use dump::{dump, init, DumpSummary};
