@@ -9,7 +9,8 @@ use std::path::Path;
 
 use rustc_hash::FxHashMap;
 use vftrace_format::dir::TraceDir;
-use vftrace_format::record::{RecordType, RECORD_SIZE};
+use vftrace_format::reader::BATCH_MAX;
+use vftrace_format::record::{Record, RecordType, RECORD_SIZE};
 use vftrace_format::symbolizer::Symbolizer;
 use vftrace_format::task::TaskLine;
 use vftrace_format::FormatError;
@@ -72,9 +73,15 @@ const PROGRESS_EVERY: u64 = 1 << 20;
 /// trace with endless distinct addresses cannot grow memory without bound.
 const MAX_CACHED_NAMES: usize = 1 << 18;
 
-/// Function names by address: a symbol lookup (binary searches) once per address, not per call.
+/// Slots of the direct-mapped cache in front of [`NameCache`]'s hash map (a power of two).
+const NAME_SLOTS: usize = 256;
+
+/// Function names by address: a symbol lookup (binary searches) once per address, not per call,
+/// and for the addresses called most, not even a hash lookup.
 struct NameCache<'s> {
     symbolizer: &'s Symbolizer,
+    /// (address, index in `names`) by a hash of the address; `u32::MAX` marks an empty slot.
+    slots: Box<[(u64, u32); NAME_SLOTS]>,
     index: FxHashMap<u64, u32>,
     names: Vec<Box<str>>,
 }
@@ -83,6 +90,7 @@ impl<'s> NameCache<'s> {
     fn new(symbolizer: &'s Symbolizer) -> Self {
         NameCache {
             symbolizer,
+            slots: Box::new([(0, u32::MAX); NAME_SLOTS]),
             index: FxHashMap::default(),
             names: Vec::new(),
         }
@@ -90,18 +98,50 @@ impl<'s> NameCache<'s> {
 
     #[inline]
     fn get(&mut self, addr: u64) -> &str {
-        if let Some(&i) = self.index.get(&addr) {
+        // Fibonacci hashing: the top bits of the product mix all bits of the address.
+        let slot = (addr.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - NAME_SLOTS.ilog2())) as usize;
+        let (cached_addr, i) = self.slots[slot];
+        if cached_addr == addr && i != u32::MAX {
             return &self.names[i as usize];
+        }
+        let i = self.lookup(addr);
+        self.slots[slot] = (addr, i);
+        &self.names[i as usize]
+    }
+
+    #[cold]
+    fn lookup(&mut self, addr: u64) -> u32 {
+        if let Some(&i) = self.index.get(&addr) {
+            return i;
         }
         if self.names.len() >= MAX_CACHED_NAMES {
             self.index.clear();
             self.names.clear();
+            self.slots.fill((0, u32::MAX));
         }
-        let i = self.names.len();
+        let i = self.names.len() as u32;
         self.names.push(self.symbolizer.name_or_hex(addr).into());
-        self.index.insert(addr, i as u32);
-        &self.names[i]
+        self.index.insert(addr, i);
+        i
     }
+}
+
+/// Adds the records of one batch to the thread's timeline.
+#[inline]
+fn convert_batch(
+    batch: &[Record],
+    timeline: &mut ThreadTimeline,
+    sink: &mut dyn TimelineSink,
+    names: &mut NameCache,
+) -> io::Result<()> {
+    for record in batch {
+        if record.kind == RecordType::Entry {
+            timeline.record(sink, record, |addr| names.get(addr))?;
+        } else {
+            timeline.record(sink, record, |_| "")?;
+        }
+    }
+    Ok(())
 }
 
 /// The file name of a program path, as process names show it.
@@ -180,22 +220,22 @@ pub fn convert_dir(
         sink.thread(pid, tid, thread_name)?;
         let mut timeline = ThreadTimeline::new(pid, tid, opts.time_offset_ns);
         let mut records = trace.records(tid)?;
+        let mut batch = Vec::with_capacity(BATCH_MAX);
         let mut count = 0u64;
         let result = loop {
-            let record = match records.next() {
-                None => break Ok(()),
-                Some(Ok(record)) => record,
-                Some(Err(e)) => break Err(ConvertError::from(e)),
-            };
-            if let Err(e) = if record.kind == RecordType::Entry {
-                timeline.record(sink, &record, |addr| names.get(addr))
-            } else {
-                timeline.record(sink, &record, |_| "")
-            } {
+            batch.clear();
+            // Records read before a bad one are converted before its error is reported.
+            let read = records.read_batch(&mut batch);
+            if let Err(e) = convert_batch(&batch, &mut timeline, sink, &mut names) {
                 break Err(ConvertError::Write(e));
             }
-            count += 1;
-            if count.is_multiple_of(PROGRESS_EVERY) {
+            count += batch.len() as u64;
+            match read {
+                Ok(0) => break Ok(()),
+                Ok(_) => {}
+                Err(e) => break Err(ConvertError::from(e)),
+            }
+            if count % PROGRESS_EVERY < batch.len() as u64 {
                 progress(done_bytes + count * RECORD_SIZE as u64, total);
             }
         };

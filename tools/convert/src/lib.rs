@@ -135,17 +135,18 @@ pub fn sink_for_path(
         .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
     let out = BackgroundFileWriter::new(file, path)?;
     Ok(match format {
-        OutputFormat::ChromeJson => Box::new(ChromeJsonWriter::new(out)?),
-        OutputFormat::Perfetto => Box::new(PerfettoWriter::new(out)?),
+        OutputFormat::ChromeJson => Box::new(ChromeJsonWriter::complete(out)?.hand_over_buffers()),
+        OutputFormat::Perfetto => Box::new(PerfettoWriter::new(out)?.hand_over_buffers()),
     })
 }
 
 /// Writes `buf` to `out` once it holds at least this many bytes: both writers format events
-/// into a `Vec` first, which is much cheaper than many small `write` calls.
-const FLUSH_THRESHOLD: usize = 256 * 1024;
+/// into a `Vec` first, which is much cheaper than many small `write` calls. Handed whole to a
+/// [`BackgroundFileWriter`], a buffer this big costs its thread one wake-up and one `write`.
+const FLUSH_THRESHOLD: usize = 1 << 20;
 
 /// Sends the collected bytes to `out` and empties `buf`.
-fn drain(buf: &mut Vec<u8>, out: &mut impl Write) -> io::Result<()> {
+fn drain<W: Write>(buf: &mut Vec<u8>, out: &mut W) -> io::Result<()> {
     out.write_all(buf)?;
     buf.clear();
     Ok(())

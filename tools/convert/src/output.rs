@@ -122,6 +122,33 @@ impl BackgroundFileWriter {
     }
 }
 
+impl BackgroundFileWriter {
+    /// Takes the bytes of `chunk` without copying them: the vector itself goes to the writing
+    /// thread and `chunk` becomes an empty one of the same capacity (a recycled one if any).
+    pub fn write_chunk(&mut self, chunk: &mut Vec<u8>) -> io::Result<()> {
+        if chunk.is_empty() {
+            return Ok(());
+        }
+        // Bytes given to `write` before go first.
+        if !self.current.is_empty() {
+            self.send_current()?;
+        }
+        let capacity = chunk.capacity();
+        let mut next = self
+            .spare
+            .try_recv()
+            .unwrap_or_else(|_| Vec::with_capacity(capacity));
+        next.reserve(capacity);
+        let full = std::mem::replace(chunk, next);
+        self.send(Job::Data(full))
+    }
+}
+
+/// [`crate::drain`] for a [`BackgroundFileWriter`]: hands the buffer over instead of copying it.
+pub(crate) fn hand_over(buf: &mut Vec<u8>, out: &mut BackgroundFileWriter) -> io::Result<()> {
+    out.write_chunk(buf)
+}
+
 impl Write for BackgroundFileWriter {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
         self.current.extend_from_slice(data);
@@ -172,6 +199,28 @@ mod tests {
         assert_eq!(std::fs::read(&path).unwrap().len(), expected.len());
         w.write_all(b"tail").unwrap();
         expected.extend_from_slice(b"tail");
+        w.close().unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), expected);
+    }
+
+    #[test]
+    fn chunks_and_writes_keep_their_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.bin");
+        let mut w = BackgroundFileWriter::new(File::create(&path).unwrap(), &path).unwrap();
+        let mut expected = Vec::new();
+        let mut chunk = Vec::with_capacity(1000);
+        for i in 0..5_000u32 {
+            let piece = i.to_le_bytes().repeat((i % 37) as usize);
+            if i % 3 == 0 {
+                w.write_all(&piece).unwrap();
+            } else {
+                chunk.extend_from_slice(&piece);
+                w.write_chunk(&mut chunk).unwrap();
+                assert!(chunk.is_empty() && chunk.capacity() >= 1000);
+            }
+            expected.extend_from_slice(&piece);
+        }
         w.close().unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), expected);
     }

@@ -11,8 +11,9 @@ use vftrace_convert::{
 };
 use vftrace_format::record::{Record, RecordType, RECORD_SIZE};
 
+/// Converts `dir` to Chrome JSON as `vftrace convert` does (one "X" event per call).
 fn to_json(dir: &std::path::Path) -> (Vec<u8>, vftrace_convert::ConvertSummary) {
-    let mut sink = ChromeJsonWriter::new(Vec::new()).unwrap();
+    let mut sink = ChromeJsonWriter::complete(Vec::new()).unwrap();
     let summary = convert_dir(dir, &mut sink, &ConvertOptions::default(), &mut |_, _| {}).unwrap();
     sink.finish().unwrap();
     (sink.into_inner(), summary)
@@ -75,20 +76,49 @@ fn calls_match_uftrace_replay() {
 }
 
 #[test]
-fn perfetto_is_much_smaller_than_json() {
+fn begin_end_pairs_and_complete_events_hold_the_same_calls() {
     let Some((_work, data)) = record_c_program("calls") else {
         return;
     };
-    let (json, _) = to_json(&data);
+    let (complete, _) = to_json(&data);
+    let mut sink = ChromeJsonWriter::new(Vec::new()).unwrap();
+    convert_dir(&data, &mut sink, &ConvertOptions::default(), &mut |_, _| {}).unwrap();
+    sink.finish().unwrap();
+    let pairs = sink.into_inner();
+    assert!(complete.len() * 4 < pairs.len() * 3, "X events are shorter");
+    let (complete_calls, _) = chrome_calls(&complete);
+    let (pair_calls, _) = chrome_calls(&pairs);
+    assert!(complete_calls.values().map(Vec::len).sum::<usize>() > 30);
+    assert_eq!(complete_calls, pair_calls);
+}
+
+#[test]
+fn perfetto_is_much_smaller_than_json() {
+    let Some((_work, data)) = record_c_program("many_calls") else {
+        return;
+    };
+    let (json, summary) = to_json(&data);
+    assert!(summary.slices > 20_000);
+    let mut sink = ChromeJsonWriter::new(Vec::new()).unwrap();
+    convert_dir(&data, &mut sink, &ConvertOptions::default(), &mut |_, _| {}).unwrap();
+    sink.finish().unwrap();
+    let pairs_json = sink.into_inner();
     let mut sink = PerfettoWriter::new(Vec::new()).unwrap();
     convert_dir(&data, &mut sink, &ConvertOptions::default(), &mut |_, _| {}).unwrap();
     sink.finish().unwrap();
     let proto = sink.into_inner();
     assert!(
         proto.len() * 3 < json.len(),
-        "perfetto {} bytes vs json {} bytes",
+        "perfetto {} bytes vs json of X events {} bytes",
         proto.len(),
         json.len()
+    );
+    // "B"/"E" pairs, as `uftrace dump --chrome` writes them.
+    assert!(
+        proto.len() * 9 < pairs_json.len() * 2,
+        "perfetto {} bytes vs json of B/E pairs {} bytes",
+        proto.len(),
+        pairs_json.len()
     );
 }
 
@@ -188,7 +218,7 @@ fn corrupt_data_is_an_error_naming_file_and_offset_and_output_stays_valid() {
     bytes[bad_record * RECORD_SIZE + 8] ^= 0b1000; // break the magic
     fs::write(&dat, &bytes).unwrap();
 
-    let mut sink = ChromeJsonWriter::new(Vec::new()).unwrap();
+    let mut sink = ChromeJsonWriter::complete(Vec::new()).unwrap();
     let err =
         convert_dir(&data, &mut sink, &ConvertOptions::default(), &mut |_, _| {}).unwrap_err();
     let message = err.to_string();

@@ -67,40 +67,60 @@ pub struct Call {
     pub duration_ns: f64,
 }
 
-/// Parses Chrome trace JSON strictly (serde_json), checks that B/E events balance on every
-/// (pid, tid) track and go forward in time, and returns the calls of each tid in the order
-/// they end, plus the instant events.
+/// Parses Chrome trace JSON strictly (serde_json) and returns the calls of each tid in the
+/// order they end (deeper first among equal ends), plus the instant events. Slices may be "B"/"E"
+/// pairs or "X" events (written when they end) or both; checks that B/E balance on every
+/// (pid, tid) track, that slices nest, and that ends and instants go forward in time.
 pub fn chrome_calls(json: &[u8]) -> (BTreeMap<u64, Vec<Call>>, Vec<serde_json::Value>) {
     let doc: serde_json::Value = serde_json::from_slice(json).expect("output is not valid JSON");
     let events = doc["traceEvents"].as_array().expect("no traceEvents array");
     let mut open: BTreeMap<(u64, u64), Vec<(String, f64)>> = BTreeMap::new();
     let mut last_ts: BTreeMap<(u64, u64), f64> = BTreeMap::new();
-    let mut calls: BTreeMap<u64, Vec<Call>> = BTreeMap::new();
+    // (name, begin ns, end ns) of each track.
+    type Slices = Vec<(String, f64, f64)>;
+    let mut slices: BTreeMap<(u64, u64), Slices> = BTreeMap::new();
     let mut instants = Vec::new();
+    // Microseconds with three decimals: back to integer nanoseconds.
+    let ns = |v: &serde_json::Value| (v.as_f64().unwrap() * 1000.0).round();
     for e in events {
         let track = (e["pid"].as_u64().unwrap(), e["tid"].as_u64().unwrap());
         let phase = e["ph"].as_str().unwrap();
         if phase == "M" {
             continue;
         }
-        // Microseconds with three decimals: back to integer nanoseconds.
-        let ts = (e["ts"].as_f64().unwrap() * 1000.0).round();
-        let last = last_ts.entry(track).or_insert(f64::MIN);
-        assert!(ts >= *last, "time goes backwards on track {track:?} at {e}");
-        *last = ts;
+        let ts = ns(&e["ts"]);
         let stack = open.entry(track).or_default();
+        // A "B" may be written late (for a slice that began with its parent); everything else
+        // is written at its time.
+        let time = match phase {
+            "B" => None,
+            "X" => Some(ts + ns(&e["dur"])),
+            _ => Some(ts),
+        };
+        if let Some(time) = time {
+            let last = last_ts.entry(track).or_insert(f64::MIN);
+            assert!(
+                time >= *last,
+                "time goes backwards on track {track:?} at {e}"
+            );
+            *last = time;
+        }
+        let name = || e["name"].as_str().unwrap().to_string();
         match phase {
-            "B" => stack.push((e["name"].as_str().unwrap().to_string(), ts)),
+            "B" => stack.push((name(), ts)),
             "E" => {
                 let (name, begin) = stack
                     .pop()
                     .unwrap_or_else(|| panic!("E without B on {track:?}: {e}"));
-                calls.entry(track.1).or_default().push(Call {
-                    name,
-                    depth: stack.len(),
-                    begin_ns: begin,
-                    duration_ns: ts - begin,
-                });
+                slices.entry(track).or_default().push((name, begin, ts));
+            }
+            "X" => {
+                let dur = ns(&e["dur"]);
+                assert!(dur >= 0.0, "negative duration: {e}");
+                slices
+                    .entry(track)
+                    .or_default()
+                    .push((name(), ts, ts + dur));
             }
             "i" => instants.push(e.clone()),
             other => panic!("unexpected phase {other} in {e}"),
@@ -111,6 +131,41 @@ pub fn chrome_calls(json: &[u8]) -> (BTreeMap<u64, Vec<Call>>, Vec<serde_json::V
             stack.is_empty(),
             "slices left open on track {track:?}: {stack:?}"
         );
+    }
+    let mut calls: BTreeMap<u64, Vec<Call>> = BTreeMap::new();
+    for (track, mut slices) in slices {
+        // Outermost first among equal begins; the sort is stable, so identical slices keep the
+        // file's order.
+        slices.sort_by(|a, b| a.1.total_cmp(&b.1).then(b.2.total_cmp(&a.2)));
+        let mut enclosing: Vec<f64> = Vec::new();
+        let mut nested = Vec::new();
+        for (name, begin, end) in slices {
+            while enclosing
+                .last()
+                .is_some_and(|&outer_end| outer_end <= begin && outer_end < end)
+            {
+                enclosing.pop();
+            }
+            if let Some(&outer_end) = enclosing.last() {
+                assert!(
+                    end <= outer_end,
+                    "{name} [{begin}, {end}] on {track:?} overlaps the end of its parent ({outer_end})"
+                );
+            }
+            nested.push(Call {
+                name,
+                depth: enclosing.len(),
+                begin_ns: begin,
+                duration_ns: end - begin,
+            });
+            enclosing.push(end);
+        }
+        nested.sort_by(|a, b| {
+            (a.begin_ns + a.duration_ns)
+                .total_cmp(&(b.begin_ns + b.duration_ns))
+                .then(b.depth.cmp(&a.depth))
+        });
+        calls.entry(track.1).or_default().extend(nested);
     }
     (calls, instants)
 }
