@@ -32,21 +32,7 @@ impl Mode {
     }
 }
 
-/// What a reader learns about one thread (C ABI).
-#[derive(Clone, Copy, Debug, Default)]
-#[repr(C)]
-pub struct ThreadStats {
-    /// Thread id given by the frontend's callback.
-    pub tid: u64,
-    /// Records currently held (what `read` returns).
-    pub records: u64,
-    /// Records dropped because the buffer was full (stop-when-full).
-    pub lost: u64,
-    /// Records overwritten by newer ones (ring).
-    pub overwritten: u64,
-    /// Calls not hooked because the shadow stack was full (their subtree is not traced).
-    pub unhooked: u64,
-}
+pub use vftrace_format::stats::ThreadStats;
 
 type Slot = [u64; 2];
 

@@ -16,6 +16,7 @@
 #![cfg_attr(not(feature = "std"), no_std)]
 
 pub mod record;
+pub mod stats;
 
 #[cfg(feature = "std")]
 pub mod clock;

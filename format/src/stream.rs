@@ -120,19 +120,7 @@ pub struct Header<'a> {
     pub cmdline: &'a [u8],
 }
 
-/// Counters of one traced thread.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ThreadStats {
-    pub tid: u64,
-    /// Records the thread holds (and the stream carries).
-    pub records: u64,
-    /// Records dropped because the buffer was full.
-    pub lost: u64,
-    /// Records overwritten in ring mode.
-    pub overwritten: u64,
-    /// Calls not hooked because the shadow stack was full.
-    pub unhooked: u64,
-}
+pub use crate::stats::ThreadStats;
 
 /// One marker port write, as the guest took it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -4,21 +4,7 @@ use core::fmt;
 pub use ffi::ThreadStats;
 
 mod ffi {
-    /// Mirrors `vftrace_backend::ThreadStats`.
-    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-    #[repr(C)]
-    pub struct ThreadStats {
-        /// Thread id (the frontend's `thread_id` callback).
-        pub tid: u64,
-        /// Records held now.
-        pub records: u64,
-        /// Records dropped because the buffer was full (stop-when-full mode).
-        pub lost: u64,
-        /// Records overwritten by newer ones (ring mode).
-        pub overwritten: u64,
-        /// Calls not hooked because the shadow stack was full.
-        pub unhooked: u64,
-    }
+    pub use vftrace_format::stats::ThreadStats;
 
     extern "C" {
         pub fn vftrace_backend_init(

@@ -8,7 +8,8 @@
 
 mod backend;
 pub use backend::{
-    disable, enable, init_with_buffer, threads, InitError, Mode, ThreadStats, ThreadView,
+    disable, enable, init_with_buffer, rdtsc, threads, unhook_current_thread, InitError, Mode,
+    ThreadStats, ThreadView,
 };
 pub mod stream;
 

@@ -5,9 +5,7 @@
 //! handed to the sink as a few slices (a kernel sends each with one string I/O instruction).
 
 pub use vftrace_format::stream::{Header, Marker, TscHzSource, WriteError};
-use vftrace_format::stream::{
-    StreamWriter, ThreadStats as StreamThreadStats, MAX_RECORDS_PER_FRAME,
-};
+use vftrace_format::stream::{StreamWriter, MAX_RECORDS_PER_FRAME};
 
 use crate::{threads, ThreadStats};
 
@@ -51,12 +49,9 @@ pub fn write_trace(
             writer.records(stats.tid, first, &chunk[..n])?;
             first += n as u64;
         }
-        writer.thread_stats(&StreamThreadStats {
-            tid: stats.tid,
+        writer.thread_stats(&ThreadStats {
             records: first,
-            lost: stats.lost,
-            overwritten: stats.overwritten,
-            unhooked: stats.unhooked,
+            ..stats
         })?;
         summary.threads += 1;
         summary.records += first;
