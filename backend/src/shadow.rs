@@ -77,17 +77,8 @@ pub unsafe extern "C" fn on_entry(tls: *mut ThreadLocal, slot: *mut usize, func:
         let buf = unsafe { &mut *thread };
         let now = buf.clamp_time(rdtsc());
         if buf.try_push(now, pack_word(RecordType::Entry, depth as u16, func as u64)) {
-            // SAFETY: depth < SHADOW_STACK_DEPTH (nested).
-            unsafe {
-                *tls.frames.get_unchecked_mut(depth) = Frame {
-                    ret,
-                    slot: slot_addr,
-                    func,
-                }
-            };
-            tls.depth = depth as u32 + 1;
-            // SAFETY: as above; the function will return through the trampoline.
-            unsafe { slot.write(return_trampoline_address()) };
+            // SAFETY: depth < SHADOW_STACK_DEPTH (nested); `slot` as above.
+            unsafe { push_frame(tls, depth, slot, ret, func) };
             tls.busy = 0;
             return;
         }
@@ -140,17 +131,33 @@ unsafe fn hook(tls: &mut ThreadLocal, slot: *mut usize, func: usize) {
     if !thread.push(now, pack_word(RecordType::Entry, depth as u16, func as u64)) {
         return;
     }
-    // SAFETY: depth < SHADOW_STACK_DEPTH was checked above.
-    unsafe {
-        *tls.frames.get_unchecked_mut(depth) = Frame {
-            ret,
-            slot: slot_addr,
-            func,
-        }
+    // SAFETY: depth < SHADOW_STACK_DEPTH was checked above; `slot` as above.
+    unsafe { push_frame(tls, depth, slot, ret, func) };
+}
+
+/// Puts the call on the shadow stack at `depth` and makes it return through the trampoline.
+///
+/// # Safety
+/// `depth < SHADOW_STACK_DEPTH`; `slot` is the live return-address slot holding `ret`.
+#[inline(always)]
+unsafe fn push_frame(
+    tls: &mut ThreadLocal,
+    depth: usize,
+    slot: *mut usize,
+    ret: usize,
+    func: usize,
+) {
+    let frame = Frame {
+        ret,
+        slot: slot as usize,
+        func,
     };
+    // SAFETY: the caller's contract.
+    unsafe {
+        *tls.frames.get_unchecked_mut(depth) = frame;
+        slot.write(return_trampoline_address());
+    }
     tls.depth = depth as u32 + 1;
-    // SAFETY: as above; the function will return through the trampoline.
-    unsafe { slot.write(return_trampoline_address()) };
 }
 
 /// Pops frames that are not ancestors of the function whose slot is `slot_addr`, recording
