@@ -10,7 +10,7 @@
 //! racing a reuse notices and drops that chunk instead of reporting torn records.
 use core::mem::{align_of, size_of};
 use core::ptr::{self, null_mut};
-use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering::*};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering::*};
 
 /// What to do when a thread's buffer is full.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,6 +47,8 @@ const CHUNK_HEADER: usize = size_of::<Chunk>();
 const _: () = assert!(CHUNK_HEADER.is_multiple_of(16));
 
 struct Pool {
+    claimed: AtomicBool,
+    /// Non-zero once the pool is set up (published last, with Release).
     base: AtomicUsize,
     len: AtomicUsize,
     cursor: AtomicUsize,
@@ -58,6 +60,7 @@ struct Pool {
 }
 
 static POOL: Pool = Pool {
+    claimed: AtomicBool::new(false),
     base: AtomicUsize::new(0),
     len: AtomicUsize::new(0),
     cursor: AtomicUsize::new(0),
@@ -81,13 +84,14 @@ pub unsafe fn init(
     mode: Mode,
     thread_id: Option<extern "C" fn() -> u64>,
 ) -> i32 {
-    if POOL.base.load(Acquire) != 0 {
-        return crate::INIT_ERR_ALREADY;
-    }
     let start = (pool as usize).next_multiple_of(ALIGN);
     let len = len.saturating_sub(start - pool as usize) & !(ALIGN - 1);
     if pool.is_null() || len < MIN_CHUNK + size_of::<ThreadBuf>() {
         return crate::INIT_ERR_TOO_SMALL;
+    }
+    // Two racing inits: exactly one sets the pool up.
+    if POOL.claimed.swap(true, AcqRel) {
+        return crate::INIT_ERR_ALREADY;
     }
     // About 64 chunks per pool, so that many threads can share it and ring mode has several
     // chunks per thread to rotate through.
