@@ -24,17 +24,27 @@ pub fn init(capacity_bytes: usize, mode: Mode) -> Result<(), InitError> {
     if SESSION.get().is_some() {
         return Err(InitError::AlreadyInitialized);
     }
-    let mut pool = Vec::new();
-    pool.try_reserve_exact(capacity_bytes)
-        .map_err(|_| InitError::OutOfMemory)?;
-    pool.resize(capacity_bytes, 0u8);
-    init_with_buffer(pool.leak(), mode, os::thread_id)?;
+    init_with_buffer(allocate_pool(capacity_bytes)?, mode, os::thread_id)?;
     let _ = SESSION.set(Session {
         start: calibrate::sample(),
         mode,
     });
     install_panic_hook();
     Ok(())
+}
+
+/// The trace buffer, kept for the rest of the program. Zeroed memory from the allocator is
+/// mapped lazily, so a large buffer costs only the pages threads really fill.
+fn allocate_pool(bytes: usize) -> Result<&'static mut [u8], InitError> {
+    let layout = std::alloc::Layout::from_size_align(bytes.max(1), 64)
+        .map_err(|_| InitError::OutOfMemory)?;
+    // SAFETY: the layout has a non-zero size.
+    let ptr = unsafe { std::alloc::alloc_zeroed(layout) };
+    if ptr.is_null() {
+        return Err(InitError::OutOfMemory);
+    }
+    // SAFETY: `ptr` points to `bytes` zeroed bytes that are never freed nor aliased.
+    Ok(unsafe { std::slice::from_raw_parts_mut(ptr, bytes) })
 }
 
 /// The unwinder cannot step through the return trampoline, so before a panic unwinds, the
