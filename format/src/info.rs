@@ -782,7 +782,7 @@ fn count_cpu_list(list: &str) -> Option<u32> {
     for part in list.split(',') {
         let (a, b) = part.split_once('-').unwrap_or((part, part));
         let (a, b): (u32, u32) = (a.trim().parse().ok()?, b.trim().parse().ok()?);
-        n = n.saturating_add(b.checked_sub(a)? + 1);
+        n = n.saturating_add(b.checked_sub(a)?.saturating_add(1));
     }
     Some(n)
 }

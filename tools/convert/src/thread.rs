@@ -29,7 +29,7 @@ pub struct Repairs {
 
 impl Repairs {
     pub fn add(&mut self, other: &Repairs) {
-        self.lost_records += other.lost_records;
+        self.lost_records = self.lost_records.saturating_add(other.lost_records);
         self.lost_markers += other.lost_markers;
         self.unmatched_exits += other.unmatched_exits;
         self.closed_by_depth += other.closed_by_depth;
@@ -134,7 +134,8 @@ impl ThreadTimeline {
             }
             RecordType::Lost => {
                 self.repairs.lost_markers += 1;
-                self.repairs.lost_records += record.addr;
+                // A count from the file: many LOST records must not overflow the sum.
+                self.repairs.lost_records = self.repairs.lost_records.saturating_add(record.addr);
                 let name = format!("lost {} records", record.addr);
                 sink.instant(
                     self.pid,

@@ -13,8 +13,8 @@ use vftrace_format::stream::{
 };
 use vftrace_format::task::TaskLine;
 
-/// File (in the trace directory) listing the guest's marker writes: `tsc value phase` lines.
-/// Highest tid accepted from a guest (uftrace tids are 32-bit, and one file is made per tid).
+/// Most distinct threads accepted from a guest (one file is made per tid, and the count of
+/// thread-stats frames kept is bounded by the same number).
 const MAX_THREADS: usize = 4096;
 
 #[derive(Clone, Debug, Default)]
@@ -45,7 +45,10 @@ pub struct CaptureReport {
 impl CaptureReport {
     /// Records lost or overwritten in the guest.
     pub fn lost(&self) -> u64 {
-        self.threads.iter().map(|t| t.lost + t.overwritten).sum()
+        // Guest numbers: saturate rather than overflow.
+        self.threads.iter().fold(0u64, |sum, t| {
+            sum.saturating_add(t.lost.saturating_add(t.overwritten))
+        })
     }
 }
 
@@ -76,10 +79,21 @@ pub fn capture(
                     break;
                 }
                 let hz = opts.tsc_hz.unwrap_or(h.tsc_hz as f64);
-                if !(hz.is_finite() && hz >= 1e6) {
+                // 1 MHz to 100 GHz: anything else is not a CPU's TSC.
+                if !(1e6..=1e11).contains(&hz) {
+                    let what = match opts.tsc_hz {
+                        Some(given) => format!("the given TSC frequency {given} Hz is implausible"),
+                        None if h.tsc_hz == 0 => {
+                            "the guest did not report its TSC frequency".into()
+                        }
+                        None => format!(
+                            "the guest reported an implausible TSC frequency ({} Hz)",
+                            h.tsc_hz
+                        ),
+                    };
                     return Err(io::Error::new(
                         io::ErrorKind::InvalidInput,
-                        "the guest did not report its TSC frequency; pass it with --tsc-hz (under KVM it equals the host's, see `grep MHz /proc/cpuinfo` or the kernel log \"tsc: Detected\")",
+                        format!("{what}; pass it with --tsc-hz (under KVM it equals the host's, see `grep MHz /proc/cpuinfo` or the kernel log \"tsc: Detected\")"),
                     ));
                 }
                 report.tsc_hz = hz;
@@ -182,7 +196,7 @@ fn finish_directory(
         .expect("a writer exists only after a header");
     // LOST records at the end of threads that dropped records, as uftrace expects.
     for s in &report.threads {
-        let lost = s.lost + s.overwritten;
+        let lost = s.lost.saturating_add(s.overwritten);
         if let (Ok(tid), true) = (u32::try_from(s.tid), lost > 0) {
             if tids.contains(&tid) {
                 let t = last_time.get(&tid).copied().unwrap_or(0);
@@ -208,7 +222,7 @@ fn finish_directory(
         pid,
     }));
     w.write_tasks(&tasks)?;
-    let end = header.load_end.max(header.load_address + 1);
+    let end = header.load_end.max(header.load_address.saturating_add(1));
     w.write_map(&sid, &guest_map(header.load_address, end, &module_path))?;
     if let Some(elf) = opts.elf {
         let symbols =
@@ -230,4 +244,52 @@ fn finish_directory(
         &report.markers,
     )?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vftrace_format::record::RecordType;
+    use vftrace_format::stream::{Header, StreamWriter, TscHzSource};
+
+    /// Hostile numbers in the header and thread stats must give a report, not an overflow.
+    #[test]
+    fn hostile_counts_and_load_address_do_not_overflow() {
+        let mut stream = Vec::new();
+        let mut w = StreamWriter::new(|b: &[u8]| stream.extend_from_slice(b));
+        w.header(&Header {
+            start_tsc: 0,
+            tsc_hz: 2_000_000_000,
+            tsc_hz_source: TscHzSource::Cpuid15,
+            load_address: u64::MAX,
+            load_end: 0,
+            pid: 1,
+            session_id: 1,
+            image_name: b"../../evil",
+            cmdline: b"",
+        })
+        .unwrap();
+        let records = [
+            Record::new(10, RecordType::Entry, 0, 0x1000).to_bytes(),
+            Record::new(20, RecordType::Exit, 0, 0x1000).to_bytes(),
+        ];
+        w.records(1, 0, &records).unwrap();
+        w.thread_stats(&ThreadStats {
+            tid: 1,
+            records: 2,
+            lost: u64::MAX,
+            overwritten: u64::MAX,
+            unhooked: 0,
+        })
+        .unwrap();
+        w.end(30, 1).unwrap();
+        let out =
+            std::env::temp_dir().join(format!("vftrace-guest-hostile-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&out);
+        let report = capture(&stream[..], &out, &CaptureOptions::default()).unwrap();
+        assert!(report.error.is_none(), "{:?}", report.error);
+        assert_eq!(report.records, 2);
+        assert_eq!(report.lost(), u64::MAX);
+        let _ = std::fs::remove_dir_all(&out);
+    }
 }

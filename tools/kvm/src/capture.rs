@@ -232,7 +232,11 @@ impl Parser<'_> {
                 Ok(Line::Ignored) => {}
                 Ok(Line::Lost { count }) => {
                     // trace-cmd's `[EVENTS DROPPED]` does not say how many; at least one.
-                    self.parsed.capture.lost_events += count.unwrap_or(1);
+                    self.parsed.capture.lost_events = self
+                        .parsed
+                        .capture
+                        .lost_events
+                        .saturating_add(count.unwrap_or(1));
                 }
                 Ok(Line::Event(e)) => {
                     source.get_or_insert(match e.style {
@@ -614,5 +618,13 @@ mod tests {
             .unwrap();
         let read = parse_capture(&bytes, Path::new("mem")).unwrap();
         assert_eq!(read, capture);
+    }
+
+    #[test]
+    fn huge_lost_counts_saturate() {
+        let text = "CPU:0 [LOST 18446744073709551615 EVENTS]\nCPU:1 [LOST 5 EVENTS]\n                     qemu-7 [001] 100: kvm_exit: reason HLT rip 0x1\n";
+        let read = parse_capture(text.as_bytes(), Path::new("mem")).unwrap();
+        assert_eq!(read.lost_events, u64::MAX);
+        assert_eq!(read.events.len(), 1);
     }
 }

@@ -543,7 +543,9 @@ fn read_pipe(
                             writer.event(&event)?;
                             events.fetch_add(1, Ordering::Relaxed);
                         }
-                        Ok(Line::Lost { count }) => outcome_lost += count.unwrap_or(1),
+                        Ok(Line::Lost { count }) => {
+                            outcome_lost = outcome_lost.saturating_add(count.unwrap_or(1))
+                        }
                         Ok(Line::Ignored) => {}
                         Err(message) => {
                             unreadable += 1;

@@ -421,7 +421,7 @@ pub fn choose_alignment(input: &AlignmentInput) -> Alignment {
     if let Some(offset) = estimate_offset(input.markers, input.guest_anchor) {
         models.push(with_threads(ClockModel::estimated(offset)));
     }
-    let max = input.max_latency_tsc as i64;
+    let max = i64::try_from(input.max_latency_tsc).unwrap_or(i64::MAX);
     let candidates: Vec<CandidateFit> = models
         .into_iter()
         .map(|model| {

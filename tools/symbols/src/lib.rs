@@ -301,13 +301,9 @@ pub fn elf_functions(path: &Path) -> Result<ElfSymbols, SymError> {
     })
 }
 
-/// The symbols of a `.sym` file for `symbols` placed by `placement`, and the module path
-/// to write in its header.
-///
-/// Addresses are runtime addresses minus the mapping start. The format crate's writer adds the
-/// terminators uftrace needs (it takes a symbol's size as the gap to the next line).
-/// uftrace 0.13 demangles C++ and legacy Rust names itself, but not Rust's v0 names (`_R...`,
-/// the default of recent rustc): those are written demangled, without the crate hashes.
+/// The name to write for `name`: uftrace 0.13 demangles C++ and legacy Rust names itself, but
+/// not Rust's v0 names (`_R...`, the default of recent rustc): those are written demangled,
+/// without the crate hashes.
 fn readable_name(name: &str) -> String {
     if name.starts_with("_R") {
         if let Ok(d) = rustc_demangle::try_demangle(name) {
@@ -317,6 +313,11 @@ fn readable_name(name: &str) -> String {
     name.to_owned()
 }
 
+/// The symbols of a `.sym` file for `symbols` placed by `placement`, and the module path
+/// to write in its header.
+///
+/// Addresses are runtime addresses minus the mapping start. The format crate's writer adds the
+/// terminators uftrace needs (it takes a symbol's size as the gap to the next line).
 pub fn sym_symbols(
     symbols: &ElfSymbols,
     placement: &Placement,

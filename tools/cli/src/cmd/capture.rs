@@ -15,8 +15,9 @@ pub struct Args {
     /// The guest's ELF image, for function names.
     #[arg(long)]
     pub elf: Option<PathBuf>,
-    /// TSC frequency in Hz, when the guest did not report one (or to override it).
-    #[arg(long)]
+    /// TSC frequency, e.g. 2596130000, 2596.13MHz or 2.6GHz, when the guest did not report
+    /// one (or to override it).
+    #[arg(long, value_parser = super::merge::parse_hz)]
     pub tsc_hz: Option<f64>,
 }
 

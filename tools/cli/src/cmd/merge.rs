@@ -21,7 +21,7 @@ pub struct Args {
     #[arg(long, value_parser = parse_hz)]
     pub tsc_hz: Option<f64>,
     /// Largest believable delay from a guest marker write to its kvm_pio, in microseconds.
-    #[arg(long, default_value_t = 1000.0)]
+    #[arg(long, default_value_t = 1000.0, value_parser = parse_latency_us)]
     pub max_marker_latency_us: f64,
     /// Output: *.json (Chrome trace JSON) or *.pftrace (Perfetto).
     #[arg(short, long)]
@@ -29,14 +29,13 @@ pub struct Args {
 }
 
 fn parse_port(text: &str) -> Result<u16, String> {
-    let parsed = match text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
-        Some(hex) => u16::from_str_radix(hex, 16),
-        None => text.parse(),
-    };
-    parsed.map_err(|_| format!("{text:?} is not a port number (0..0xffff, 0x... for hex)"))
+    super::parse_number(text)
+        .and_then(|v| u16::try_from(v).ok())
+        .ok_or_else(|| format!("{text:?} is not a port number (0..0xffff, 0x... for hex)"))
 }
 
-fn parse_hz(text: &str) -> Result<f64, String> {
+/// A TSC frequency with an optional unit; 1 MHz to 100 GHz (anything else is a typo).
+pub(crate) fn parse_hz(text: &str) -> Result<f64, String> {
     let lower = text.trim().to_ascii_lowercase();
     let (number, scale) = [("ghz", 1e9), ("mhz", 1e6), ("khz", 1e3), ("hz", 1.0)]
         .iter()
@@ -47,10 +46,18 @@ fn parse_hz(text: &str) -> Result<f64, String> {
         })
         .unwrap_or((lower.clone(), 1.0));
     match number.parse::<f64>() {
-        Ok(v) if v.is_finite() && v * scale >= 1e6 => Ok(v * scale),
+        Ok(v) if (1e6..=1e11).contains(&(v * scale)) => Ok(v * scale),
         _ => Err(format!(
-            "{text:?} is not a TSC frequency (e.g. 2596130000, 2596.13MHz, 2.6GHz)"
+            "{text:?} is not a TSC frequency between 1 MHz and 100 GHz (e.g. 2596130000, \
+             2596.13MHz, 2.6GHz; the kernel log has it: `dmesg | grep tsc:`)"
         )),
+    }
+}
+
+fn parse_latency_us(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        _ => Err(format!("{text:?} is not a number of microseconds (>= 0)")),
     }
 }
 

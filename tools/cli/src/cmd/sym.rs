@@ -22,11 +22,8 @@ pub struct Args {
 }
 
 fn parse_address(text: &str) -> Result<u64, String> {
-    let parsed = match text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
-        Some(hex) => u64::from_str_radix(hex, 16),
-        None => text.parse(),
-    };
-    parsed.map_err(|_| format!("{text:?} is not an address (use 0x... for hex)"))
+    super::parse_number(text)
+        .ok_or_else(|| format!("{text:?} is not an address (use 0x... for hex)"))
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
