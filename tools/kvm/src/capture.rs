@@ -189,6 +189,25 @@ impl Parser<'_> {
         }
     }
 
+    /// The text of a line, or None for a bad line skipped in lenient mode.
+    fn usable<'t>(
+        &mut self,
+        number: usize,
+        text: Result<&'t str, BadText>,
+    ) -> Result<Option<&'t str>, CaptureError> {
+        match text {
+            Ok(t) => Ok(Some(t)),
+            Err(BadText {
+                fatal: true,
+                message,
+            }) => Err(self.error(number, message)),
+            Err(BadText {
+                fatal: false,
+                message,
+            }) => self.bad_line(number, message).map(|()| None),
+        }
+    }
+
     /// In lenient mode, records a bad line and carries on; otherwise fails.
     fn bad_line(&mut self, line: usize, message: String) -> Result<(), CaptureError> {
         let e = self.error(line, message);
@@ -207,19 +226,8 @@ impl Parser<'_> {
     fn text(&mut self, bytes: &[u8]) -> Result<(), CaptureError> {
         let mut source: Option<&str> = None;
         for (number, text) in lines(bytes) {
-            let text = match text {
-                Ok(t) => t,
-                Err(BadText {
-                    fatal: true,
-                    message,
-                }) => return Err(self.error(number, message)),
-                Err(BadText {
-                    fatal: false,
-                    message,
-                }) => {
-                    self.bad_line(number, message)?;
-                    continue;
-                }
+            let Some(text) = self.usable(number, text)? else {
+                continue;
             };
             if source.is_none() {
                 let t = text.trim_start();
@@ -269,19 +277,8 @@ impl Parser<'_> {
         let mut last_line = 0;
         for (number, text) in lines(bytes).skip(1) {
             last_line = number;
-            let text = match text {
-                Ok(t) => t,
-                Err(BadText {
-                    fatal: true,
-                    message,
-                }) => return Err(self.error(number, message)),
-                Err(BadText {
-                    fatal: false,
-                    message,
-                }) => {
-                    self.bad_line(number, message)?;
-                    continue;
-                }
+            let Some(text) = self.usable(number, text)? else {
+                continue;
             };
             if text.is_empty() || text.starts_with('#') {
                 continue;
