@@ -139,6 +139,16 @@ impl ClockMap {
         }
     }
 
+    /// A converter for many TSC values (every record of a trace): see [`TscToNs`].
+    pub fn converter(&self) -> TscToNs {
+        let ratio = Ratio::of(self.tsc_hz).unwrap_or(Ratio { num: 1, den: 1 });
+        TscToNs {
+            map: *self,
+            // num < 2^61, so num << 64 fits; the quotient is ns per tick in 64.64 fixed point.
+            ns_per_tick: (ratio.num << 64) / ratio.den as u128,
+        }
+    }
+
     /// The TSC value for nanoseconds `ns`, saturating at 0 and `u64::MAX`.
     pub fn ns_to_tsc(&self, ns: u64) -> u64 {
         let ratio = Ratio::of(self.tsc_hz).unwrap_or(Ratio { num: 1, den: 1 });
@@ -235,9 +245,52 @@ impl ClockMap {
     }
 }
 
+/// [`ClockMap::tsc_to_ns`] with one multiplication per value instead of 128-bit divisions
+/// (which a guest without them in hardware, emulated under PVM, pays dearly for). The result
+/// is at most 1 ns below the exact one (the fixed-point factor is short of the exact ratio by
+/// less than 2^-64 ns per tick) and, like it, never decreases as the TSC grows.
+#[derive(Clone, Copy, Debug)]
+pub struct TscToNs {
+    map: ClockMap,
+    ns_per_tick: u128,
+}
+
+impl TscToNs {
+    #[inline]
+    pub fn convert(&self, tsc: u64) -> u64 {
+        let Some(ticks) = tsc.checked_sub(self.map.tsc_base) else {
+            return self.map.tsc_to_ns(tsc);
+        };
+        match u128::from(ticks).checked_mul(self.ns_per_tick) {
+            Some(fixed) => saturate(u128::from(self.map.ns_base) + (fixed >> 64)),
+            None => self.map.tsc_to_ns(tsc),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn converter_is_within_one_ns_of_exact_and_monotonic() {
+        for hz in [2_596_130_000.0, 2_596_098_021.5, 1e9, 3.3e6, 1.0] {
+            let map = ClockMap::new(hz, 1_000_000, 5_000_000_000, ClockSource::Host);
+            let fast = map.converter();
+            let mut previous = 0;
+            let mut tsc = 0u64;
+            while tsc < u64::MAX / 3 {
+                let (exact, quick) = (map.tsc_to_ns(tsc), fast.convert(tsc));
+                assert!(
+                    exact - quick <= 1 && quick <= exact,
+                    "{hz} Hz, tsc {tsc}: {exact} vs {quick}"
+                );
+                assert!(quick >= previous);
+                previous = quick;
+                tsc = tsc * 3 + 7;
+            }
+        }
+    }
 
     #[test]
     fn exact_integer_frequency() {

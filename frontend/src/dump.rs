@@ -145,7 +145,7 @@ fn write_thread(
 ) -> io::Result<Option<u64>> {
     let stats = thread.stats();
     let tid = stats.tid as u32;
-    let tsc_to_ns = os::tsc_to_ns(clock);
+    let to_ns = clock.converter();
     let mut raw = vec![[0u8; RECORD_SIZE]; 64 * 1024];
     let mut done = 0u64;
     let mut first_ns = None;
@@ -161,7 +161,7 @@ fn write_thread(
         for bytes in &raw[..n] {
             let mut r = Record::from_bytes(bytes)
                 .map_err(|e| io::Error::other(format!("thread {tid}: {e}")))?;
-            r.time = tsc_to_ns(r.time);
+            r.time = to_ns.convert(r.time);
             // Exits whose entries were overwritten (ring mode) would make uftrace invent calls
             // of unknown length: they are counted with the overwritten records instead, and
             // depths restart from the oldest kept call so uftrace sees no missing parents.

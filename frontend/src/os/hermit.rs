@@ -2,7 +2,6 @@
 //! loaded somewhere (ASLR) and which has no file inside the guest.
 use std::io;
 use std::path::{Path, PathBuf};
-use vftrace_format::clock::ClockMap;
 use vftrace_format::dir::TraceDirWriter;
 use vftrace_format::info::Info;
 use vftrace_format::maps::{self, MapEntry};
@@ -34,21 +33,6 @@ pub fn executable() -> io::Result<PathBuf> {
              that the trace names the ELF its symbols come from"
         ))
     })
-}
-
-/// `ClockMap::tsc_to_ns` divides 128-bit integers, which the guest does in software, and
-/// every instruction of that is emulated under PVM: 20 s or more for a trace of 75000
-/// records. A 64.64 fixed-point factor needs one multiplication a record; it differs from
-/// the exact result by at most 1 ns and is monotonic, as record times must be.
-pub fn tsc_to_ns(clock: &ClockMap) -> impl Fn(u64) -> u64 + '_ {
-    let ns_per_tick = (1e9 / clock.tsc_hz * 18446744073709551616.0) as u128; // * 2^64
-    move |tsc| {
-        let ticks = u128::from(tsc.saturating_sub(clock.tsc_base));
-        let ns = ticks
-            .checked_mul(ns_per_tick)
-            .map_or(u128::MAX, |fixed| u128::from(clock.ns_base) + (fixed >> 64));
-        u64::try_from(ns).unwrap_or(u64::MAX)
-    }
 }
 
 pub fn memory_map(exename: &str) -> io::Result<Vec<MapEntry>> {

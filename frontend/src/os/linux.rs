@@ -1,7 +1,6 @@
 //! A Linux process: everything comes from the process itself.
 use std::io;
 use std::path::{Path, PathBuf};
-use vftrace_format::clock::ClockMap;
 use vftrace_format::dir::TraceDirWriter;
 use vftrace_format::info::Info;
 use vftrace_format::maps::{self, MapEntry};
@@ -13,10 +12,6 @@ pub extern "C" fn thread_id() -> u64 {
 
 pub fn executable() -> io::Result<PathBuf> {
     std::env::current_exe()
-}
-
-pub fn tsc_to_ns(clock: &ClockMap) -> impl Fn(u64) -> u64 + '_ {
-    |tsc| clock.tsc_to_ns(tsc)
 }
 
 pub fn memory_map(_exename: &str) -> io::Result<Vec<MapEntry>> {

@@ -2,7 +2,7 @@
 use std::io::{self, Read};
 use std::path::Path;
 
-use vftrace_format::clock::{ClockMap, ClockSource};
+use vftrace_format::clock::{ClockMap, ClockSource, TscToNs};
 use vftrace_format::dir::{make_session_id, TraceDirWriter};
 use vftrace_format::info::Info;
 use vftrace_format::maps::guest_map;
@@ -60,7 +60,7 @@ pub fn capture(
     opts: &CaptureOptions,
 ) -> io::Result<CaptureReport> {
     let mut report = CaptureReport::default();
-    let mut writer: Option<(TraceDirWriter, ClockMap)> = None;
+    let mut writer: Option<(TraceDirWriter, TscToNs)> = None;
     let mut tids: Vec<u32> = Vec::new();
     let mut last_time: std::collections::HashMap<u32, u64> = Default::default();
     for item in StreamReader::new(io::BufReader::with_capacity(1 << 20, input)) {
@@ -100,11 +100,11 @@ pub fn capture(
                 let clock = ClockMap::new(hz, h.start_tsc, 0, ClockSource::Guest);
                 let mut w = TraceDirWriter::create(output)?;
                 w.write_clock(&clock)?;
-                writer = Some((w, clock));
+                writer = Some((w, clock.converter()));
                 report.header = Some(h);
             }
             Payload::Records { tid, records, .. } => {
-                let Some((w, clock)) = writer.as_mut() else {
+                let Some((w, to_ns)) = writer.as_mut() else {
                     report.error = Some(malformed(frame.offset, "records before the header frame"));
                     break;
                 };
@@ -127,7 +127,7 @@ pub fn capture(
                         Ok(mut r) => {
                             // The backend keeps each thread's times monotonic; a hostile stream
                             // might not, and uftrace stops at inverted time.
-                            r.time = clock.tsc_to_ns(r.time).max(*last);
+                            r.time = to_ns.convert(r.time).max(*last);
                             *last = r.time;
                             converted.push(r);
                         }
@@ -149,7 +149,7 @@ pub fn capture(
             Payload::End(_) => {}
         }
     }
-    let Some((mut w, _clock)) = writer else {
+    let Some((mut w, _)) = writer else {
         let why = match &report.error {
             Some(e) => format!("no usable data: {e}"),
             None => "the stream has no header frame".into(),
