@@ -5,7 +5,6 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::Command;
 
 use common::{require_tool, require_uftrace, uftrace, TempDir};
 use vftrace_format::dir::TraceDir;
@@ -37,26 +36,9 @@ fn record(tmp: &Path) -> std::path::PathBuf {
     let src = tmp.join("prog.c");
     std::fs::write(&src, PROGRAM).unwrap();
     let exe = tmp.join("prog");
-    let st = Command::new("gcc")
-        .args(["-pg", "-O0", "-pthread", "-o"])
-        .arg(&exe)
-        .arg(&src)
-        .status()
-        .unwrap();
-    assert!(st.success(), "gcc failed");
+    vftrace_testsupport::gcc(&src, &exe, &["-pg", "-O0", "-pthread"]);
     let dir = tmp.join("trace");
-    let out = Command::new("uftrace")
-        .arg("record")
-        .arg("-d")
-        .arg(&dir)
-        .arg(&exe)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "uftrace record failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    vftrace_testsupport::uftrace_record(&exe, &dir, &[]);
     dir
 }
 

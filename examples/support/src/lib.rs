@@ -51,6 +51,25 @@ pub fn run(cmd: &mut Command) -> Output {
     out
 }
 
+/// `gcc FLAGS -o OUT SOURCE`, which must succeed.
+pub fn gcc(source: &Path, out: &Path, flags: &[&str]) {
+    run(Command::new("gcc")
+        .args(flags)
+        .arg("-o")
+        .arg(out)
+        .arg(source));
+}
+
+/// `uftrace record EXTRA -d DIR PROGRAM`, which must succeed.
+pub fn uftrace_record(program: &Path, dir: &Path, extra: &[&str]) {
+    run(Command::new("uftrace")
+        .arg("record")
+        .args(extra)
+        .arg("-d")
+        .arg(dir)
+        .arg(program));
+}
+
 /// `uftrace ARGS -d DIR`, which must succeed; returns stdout.
 pub fn uftrace(dir: &Path, args: &[&str]) -> String {
     let out = run(Command::new("uftrace")

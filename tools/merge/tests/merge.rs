@@ -487,28 +487,12 @@ fn real_uftrace_host_trace_placed_with_clock_pairs() {
     )
     .unwrap();
     let prog = dir.0.join("prog");
-    assert!(Command::new("gcc")
-        .args(["-pg", "-O1", "-o"])
-        .arg(&prog)
-        .arg(&src)
-        .status()
-        .unwrap()
-        .success());
+    vftrace_testsupport::gcc(&src, &prog, &["-pg", "-O1"]);
     let trace = dir.0.join("trace");
 
     // A capture as `vftrace kvm` makes it: clock pairs before and after, frequency from them.
     let first = vftrace_kvm::clock::measure_sync(64).sync;
-    let out = Command::new("uftrace")
-        .args(["record", "--no-libcall", "-d"])
-        .arg(&trace)
-        .arg(&prog)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "uftrace record: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    vftrace_testsupport::uftrace_record(&prog, &trace, &["--no-libcall"]);
     std::thread::sleep(std::time::Duration::from_millis(120));
     let last = vftrace_kvm::clock::measure_sync(64).sync;
     let hz = vftrace_kvm::clock::tsc_hz_between(first, last).unwrap();

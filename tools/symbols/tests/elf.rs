@@ -58,19 +58,13 @@ fn build(dir: &Path, name: &str, flags: &[&str]) -> PathBuf {
     let src = dir.join("prog.c");
     std::fs::write(&src, PROGRAM).unwrap();
     let out = dir.join(name);
-    let status = Command::new("gcc")
-        .args(flags)
-        .args([
-            "-O1",
-            "-pg",
-            "-Wl,--build-id=0x0123456789abcdef0123456789abcdef01234567",
-            "-o",
-        ])
-        .arg(&out)
-        .arg(&src)
-        .status()
-        .unwrap();
-    assert!(status.success(), "gcc {flags:?} failed");
+    let build_id = "-Wl,--build-id=0x0123456789abcdef0123456789abcdef01234567";
+    let all: Vec<&str> = flags
+        .iter()
+        .copied()
+        .chain(["-O1", "-pg", build_id])
+        .collect();
+    vftrace_testsupport::gcc(&src, &out, &all);
     out
 }
 
@@ -245,17 +239,7 @@ fn uftrace_resolves(flags: &[&str], name: &str) {
     let trace = dir.join("trace");
     // --no-libcall: PLT stubs are not functions of the symbol table (uftrace synthesizes `P`
     // entries for them; we do not), and vftrace's mcount never sees them.
-    let status = Command::new("uftrace")
-        .args(["record", "--no-pager", "--no-libcall", "-d"])
-        .arg(&trace)
-        .arg(&elf)
-        .output()
-        .unwrap();
-    assert!(
-        status.status.success(),
-        "uftrace record: {}",
-        String::from_utf8_lossy(&status.stderr)
-    );
+    vftrace_testsupport::uftrace_record(&elf, &trace, &["--no-pager", "--no-libcall"]);
     let reference = replay_names(&trace);
     assert!(
         reference.iter().any(|n| n == "leaf"),

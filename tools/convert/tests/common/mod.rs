@@ -29,32 +29,15 @@ pub fn record_c_program(name: &str) -> Option<(tempfile::TempDir, PathBuf)> {
         .join("tests/data")
         .join(format!("{name}.c"));
     let exe = work.path().join(name);
-    run(Command::new("gcc")
-        .args(["-O0", "-pg", "-pthread", "-o"])
-        .arg(&exe)
-        .arg(&source));
+    vftrace_testsupport::gcc(&source, &exe, &["-O0", "-pg", "-pthread"]);
     let data = work.path().join("uftrace.data");
-    run(Command::new("uftrace")
-        .arg("record")
-        .arg("-d")
-        .arg(&data)
-        .arg(&exe));
+    vftrace_testsupport::uftrace_record(&exe, &data, &[]);
     Some((work, data))
 }
 
 /// Runs a command, panicking with its output if it fails; returns stdout.
 pub fn run(cmd: &mut Command) -> String {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    String::from_utf8(vftrace_testsupport::run(cmd).stdout).unwrap()
 }
 
 /// One completed function call.
