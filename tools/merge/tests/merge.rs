@@ -166,6 +166,21 @@ fn write_capture(path: &Path, events: Vec<KvmEvent>) {
 }
 
 /// Runs a merge into Chrome JSON and returns the report and the parsed events.
+/// Writes `events` as a capture beside the guest trace and merges the two.
+fn merge_guest_and_capture(
+    dir: &Scratch,
+    guest: PathBuf,
+    events: Vec<KvmEvent>,
+) -> (MergeReport, Vec<Value>) {
+    let capture = dir.0.join("kvm.capture");
+    write_capture(&capture, events);
+    run_merge(&MergeOptions {
+        guest: Some(guest),
+        kvm: Some(capture),
+        ..Default::default()
+    })
+}
+
 fn run_merge(opts: &MergeOptions) -> (MergeReport, Vec<Value>) {
     let mut sink = ChromeJsonWriter::new(Vec::new()).unwrap();
     let report = merge(opts, &mut sink).unwrap();
@@ -383,13 +398,7 @@ fn vmx_offsets_two_vcpus_and_an_offset_change() {
             g1(h_end - 35 * US) & 0xffff_ffff,
         ),
     ];
-    let capture = dir.0.join("kvm.capture");
-    write_capture(&capture, events);
-    let (report, events) = run_merge(&MergeOptions {
-        guest: Some(guest),
-        kvm: Some(capture),
-        ..Default::default()
-    });
+    let (report, events) = merge_guest_and_capture(&dir, guest, events);
     println!("{report}");
     assert_eq!(
         report.alignment,
@@ -439,13 +448,8 @@ fn no_markers_no_offsets_is_identity_and_says_so() {
             vec![(H0 + 10 * US, true, 0, "f"), (H0 + 20 * US, false, 0, "f")],
         )],
     );
-    let capture = dir.0.join("kvm.capture");
-    write_capture(&capture, vec![pio(H0 + 30 * US, 1, 0x3f8, 0x41)]);
-    let (report, events) = run_merge(&MergeOptions {
-        guest: Some(guest),
-        kvm: Some(capture),
-        ..Default::default()
-    });
+    let (report, events) =
+        merge_guest_and_capture(&dir, guest, vec![pio(H0 + 30 * US, 1, 0x3f8, 0x41)]);
     assert_eq!(report.alignment, AlignmentKind::Identity);
     assert!(
         report.alignment_reason.contains("no markers"),
@@ -762,13 +766,7 @@ fn guest_marker_list_places_a_guest_with_an_unknown_offset() {
         .zip(latencies)
         .map(|(w, l)| pio(w + l, 7000, 0x6a0, g(*w) & 0xffff_ffff))
         .collect();
-    let capture = dir.0.join("kvm.capture");
-    write_capture(&capture, events);
-    let (report, events) = run_merge(&MergeOptions {
-        guest: Some(guest),
-        kvm: Some(capture),
-        ..Default::default()
-    });
+    let (report, events) = merge_guest_and_capture(&dir, guest, events);
     println!("{report}");
     assert_eq!(
         report.alignment,
