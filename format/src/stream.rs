@@ -122,6 +122,9 @@ pub struct Header<'a> {
 
 pub use crate::stats::ThreadStats;
 
+/// The port a guest writes its markers to unless told otherwise; the merge tool looks there.
+pub const DEFAULT_MARKER_PORT: u16 = 0x6a0;
+
 /// One marker port write, as the guest took it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Marker {

@@ -4,7 +4,7 @@
 //! No allocation: records go through a chunk buffer the caller lends, and every frame is
 //! handed to the sink as a few slices (a kernel sends each with one string I/O instruction).
 
-pub use vftrace_format::stream::{Header, Marker, TscHzSource, WriteError};
+pub use vftrace_format::stream::{Header, Marker, TscHzSource, WriteError, DEFAULT_MARKER_PORT};
 use vftrace_format::stream::{StreamWriter, MAX_RECORDS_PER_FRAME};
 
 use crate::{threads, ThreadStats};

@@ -7,7 +7,7 @@ use unikernel_platform::port::{outl, rdtsc};
 pub use vftrace::stream::Marker;
 
 /// The port the host's merge tool looks for by default.
-pub const MARKER_PORT: u16 = 0x6a0;
+pub use vftrace::stream::DEFAULT_MARKER_PORT as MARKER_PORT;
 pub const MAX_MARKERS: usize = 64;
 
 /// The run's phases: a marker is written when each begins or ends.

@@ -18,8 +18,8 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-/// Port the guest writes marker values to, unless configured otherwise.
-pub const DEFAULT_MARKER_PORT: u16 = 0x6a0;
+pub use vftrace_format::stream::DEFAULT_MARKER_PORT;
+
 /// Offset from the marker port of the optional port receiving the high 32 bits.
 pub const MARKER_HIGH_PORT_DELTA: u16 = 4;
 
