@@ -56,34 +56,6 @@ pub trait TimelineSink {
     fn finish(&mut self) -> io::Result<()>;
 }
 
-impl<S: TimelineSink + ?Sized> TimelineSink for Box<S> {
-    fn process(&mut self, pid: u32, name: &str) -> io::Result<()> {
-        (**self).process(pid, name)
-    }
-    fn thread(&mut self, pid: u32, tid: u32, name: &str) -> io::Result<()> {
-        (**self).thread(pid, tid, name)
-    }
-    fn begin(&mut self, pid: u32, tid: u32, ts_ns: u64, name: &str) -> io::Result<()> {
-        (**self).begin(pid, tid, ts_ns, name)
-    }
-    fn end(&mut self, pid: u32, tid: u32, ts_ns: u64) -> io::Result<()> {
-        (**self).end(pid, tid, ts_ns)
-    }
-    fn instant(
-        &mut self,
-        pid: u32,
-        tid: u32,
-        ts_ns: u64,
-        name: &str,
-        args: &[(&str, ArgValue)],
-    ) -> io::Result<()> {
-        (**self).instant(pid, tid, ts_ns, name, args)
-    }
-    fn finish(&mut self) -> io::Result<()> {
-        (**self).finish()
-    }
-}
-
 /// The timeline file formats this crate writes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OutputFormat {
