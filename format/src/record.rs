@@ -128,9 +128,91 @@ impl Record {
     }
 }
 
+/// Makes one thread's records safe for uftrace when its oldest records are gone (a ring buffer
+/// overwrote them): an exit whose entry is missing would make uftrace invent a call of unknown
+/// length, so it is dropped, and depths are recounted from the calls that remain, so that no
+/// parent is missing either. On a complete trace it changes nothing: there every exit has its
+/// entry and the recount equals the recorded depth.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ThreadRepair {
+    open: u64,
+    dropped_exits: u64,
+}
+
+impl ThreadRepair {
+    /// Fixes `record`'s depth; false if the record must be dropped.
+    pub fn accept(&mut self, record: &mut Record) -> bool {
+        match record.kind {
+            RecordType::Entry => {
+                record.depth = self.open.min(MAX_DEPTH as u64) as u16;
+                self.open += 1;
+            }
+            RecordType::Exit if self.open == 0 => {
+                self.dropped_exits += 1;
+                return false;
+            }
+            RecordType::Exit => {
+                self.open -= 1;
+                record.depth = self.open.min(MAX_DEPTH as u64) as u16;
+            }
+            RecordType::Lost | RecordType::Event => {}
+        }
+        true
+    }
+
+    /// Exits dropped so far because their entries were missing.
+    pub fn dropped_exits(&self) -> u64 {
+        self.dropped_exits
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn repair_drops_orphan_exits_and_recounts_depths() {
+        use RecordType::*;
+        // The tail of a ring buffer: two exits of lost calls, then a complete call at depth 3.
+        let input = [
+            (Exit, 3),
+            (Exit, 2),
+            (Entry, 2),
+            (Entry, 3),
+            (Exit, 3),
+            (Exit, 2),
+            (Exit, 1),
+        ];
+        let mut repair = ThreadRepair::default();
+        let kept: Vec<(RecordType, u16)> = input
+            .iter()
+            .filter_map(|&(kind, depth)| {
+                let mut r = Record::new(0, kind, depth, 0x1000);
+                repair.accept(&mut r).then_some((r.kind, r.depth))
+            })
+            .collect();
+        assert_eq!(kept, [(Entry, 0), (Entry, 1), (Exit, 1), (Exit, 0)]);
+        assert_eq!(repair.dropped_exits(), 3);
+    }
+
+    #[test]
+    fn repair_leaves_a_complete_trace_alone() {
+        use RecordType::*;
+        let input = [
+            (Entry, 0),
+            (Entry, 1),
+            (Exit, 1),
+            (Entry, 1),
+            (Exit, 1),
+            (Exit, 0),
+        ];
+        let mut repair = ThreadRepair::default();
+        for (kind, depth) in input {
+            let mut r = Record::new(0, kind, depth, 0x1000);
+            assert!(repair.accept(&mut r));
+            assert_eq!(r.depth, depth);
+        }
+    }
 
     #[test]
     fn round_trip_all_types() {

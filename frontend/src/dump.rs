@@ -7,7 +7,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use vftrace_format::dir::TraceDirWriter;
-use vftrace_format::record::{Record, RecordType, RECORD_SIZE};
+use vftrace_format::record::{Record, ThreadRepair, RECORD_SIZE};
 use vftrace_format::task::TaskLine;
 
 /// What `init` measured, needed again by `dump`.
@@ -150,7 +150,7 @@ fn write_thread(
     let mut done = 0u64;
     let mut first_ns = None;
     let mut last = None::<Record>;
-    let (mut open, mut orphans) = (0u64, 0u64);
+    let mut repair = ThreadRepair::default();
     loop {
         let n = thread.read(done, &mut raw);
         if n == 0 {
@@ -162,26 +162,15 @@ fn write_thread(
             let mut r = Record::from_bytes(bytes)
                 .map_err(|e| io::Error::other(format!("thread {tid}: {e}")))?;
             r.time = to_ns.convert(r.time);
-            // Exits whose entries were overwritten (ring mode) would make uftrace invent calls
-            // of unknown length: they are counted with the overwritten records instead, and
-            // depths restart from the oldest kept call so uftrace sees no missing parents.
-            match r.kind {
-                RecordType::Entry => open += 1,
-                RecordType::Exit if open == 0 => {
-                    orphans += 1;
-                    continue;
-                }
-                RecordType::Exit => open -= 1,
-                _ => {}
-            }
-            if stats.overwritten > 0 {
-                r.depth = (open - u64::from(r.kind == RecordType::Entry)) as u16;
+            // Ring mode: exits whose entries were overwritten go (see ThreadRepair).
+            if !repair.accept(&mut r) {
+                continue;
             }
             if first_ns.is_none() {
                 first_ns = Some(r.time);
                 // Ring mode: the oldest records were overwritten; say so before the first kept one.
                 if mode == Mode::Ring && stats.overwritten > 0 {
-                    records.push(Record::lost(r.time, r.depth, stats.overwritten + orphans));
+                    records.push(Record::lost(r.time, r.depth, stats.overwritten));
                 }
             }
             records.push(r);

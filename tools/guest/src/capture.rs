@@ -7,7 +7,7 @@ use vftrace_format::dir::{make_session_id, TraceDirWriter};
 use vftrace_format::info::Info;
 use vftrace_format::maps::guest_map;
 use vftrace_format::markers::{write_guest_markers, GUEST_MARKERS_FILE};
-use vftrace_format::record::Record;
+use vftrace_format::record::{Record, ThreadRepair};
 use vftrace_format::stream::{
     Marker, OwnedHeader, Payload, StreamError, StreamReader, ThreadStats,
 };
@@ -63,6 +63,7 @@ pub fn capture(
     let mut writer: Option<(TraceDirWriter, TscToNs)> = None;
     let mut tids: Vec<u32> = Vec::new();
     let mut last_time: std::collections::HashMap<u32, u64> = Default::default();
+    let mut repairs: std::collections::HashMap<u32, ThreadRepair> = Default::default();
     for item in StreamReader::new(io::BufReader::with_capacity(1 << 20, input)) {
         let frame = match item {
             Ok(f) => f,
@@ -121,6 +122,7 @@ pub fn capture(
                     tids.push(tid);
                 }
                 let last = last_time.entry(tid).or_insert(0);
+                let repair = repairs.entry(tid).or_default();
                 let mut converted = Vec::with_capacity(records.len());
                 for bytes in &records {
                     match Record::from_bytes(bytes) {
@@ -129,7 +131,10 @@ pub fn capture(
                             // might not, and uftrace stops at inverted time.
                             r.time = to_ns.convert(r.time).max(*last);
                             *last = r.time;
-                            converted.push(r);
+                            // A ring buffer's oldest records may be gone (see ThreadRepair).
+                            if repair.accept(&mut r) {
+                                converted.push(r);
+                            }
                         }
                         Err(_) => report.invalid_records += 1,
                     }
