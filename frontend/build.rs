@@ -10,14 +10,18 @@ use std::process::Command;
 const EXPORTS: &[&str] = &[
     "mcount",
     "_mcount",
+    "__fentry__",
     "vftrace_return_trampoline",
+    "vftrace_backend_state_size",
     "vftrace_backend_init",
     "vftrace_backend_enable",
     "vftrace_backend_disable",
-    "vftrace_backend_thread_count",
-    "vftrace_backend_thread_stats",
-    "vftrace_backend_thread_read",
-    "vftrace_backend_unhook_thread",
+    "vftrace_backend_set_session",
+    "vftrace_backend_thread_exit",
+    "vftrace_backend_fork_child",
+    "vftrace_backend_unwind_begin",
+    "vftrace_backend_unwind_caught",
+    "vftrace_backend_walk_end",
     "vftrace_backend_rdtsc",
 ];
 
@@ -31,10 +35,16 @@ fn main() {
         "staticlib/src",
         "staticlib/Cargo.toml",
         "format/src/record.rs",
+        "format/src/pool.rs",
+        "format/src/abi.rs",
     ] {
         println!("cargo:rerun-if-changed={}", root.join(dir).display());
     }
     println!("cargo:rerun-if-env-changed=VFTRACE_BACKEND_FEATURES");
+    // The preload library links the backend crate itself (initial-exec TLS).
+    if env::var_os("CARGO_FEATURE_PRELOAD").is_some() {
+        return;
+    }
 
     let (target, interruptsafe) = backend_target();
     let out = PathBuf::from(env::var("OUT_DIR").unwrap());

@@ -4,7 +4,9 @@
 //! loads known values, calls mcount, records what it sees, loads new values and returns
 //! through the trampoline; its caller records what arrives.
 use core::arch::global_asm;
-use vftrace_backend::{vftrace_backend_enable, vftrace_backend_init, vftrace_backend_thread_read};
+use std::sync::OnceLock;
+use vftrace_backend::{vftrace_backend_enable, vftrace_backend_init, Platform, ThreadInfo};
+use vftrace_format::pool::{Pool, PoolMode, PoolParams};
 
 /// Registers as stored by the probes: flags, rax, rcx, rdx, rsi, rdi, r8, r9, r10, r11,
 /// then xmm0..xmm15 (low 64 bits).
@@ -16,6 +18,10 @@ struct Regs([u64; 26]);
 static mut PROBE_AFTER_MCOUNT: Regs = Regs([0; 26]);
 #[no_mangle]
 static mut PROBE_AFTER_RETURN: Regs = Regs([0; 26]);
+#[no_mangle]
+static mut PROBE_AFTER_FENTRY: Regs = Regs([0; 26]);
+#[no_mangle]
+static mut PROBE_AFTER_FENTRY_RETURN: Regs = Regs([0; 26]);
 
 macro_rules! store_all {
     ($dest:literal) => {
@@ -181,6 +187,23 @@ global_asm!(concat!(
     store_all!("PROBE_AFTER_RETURN"),
     "pop rbx\n",
     "ret\n",
+    // The same as gcc -pg -mfentry makes it: __fentry__ first, before any prologue.
+    ".globl vftrace_probe_fentry_function\n",
+    "vftrace_probe_fentry_function:\n",
+    load_all!("0x3000"),
+    "call __fentry__\n",
+    store_all!("PROBE_AFTER_FENTRY"),
+    "push rbp\n mov rbp, rsp\n",
+    load_all!("0x4000"),
+    "pop rbp\n",
+    "ret\n",
+    ".globl vftrace_probe_fentry_caller\n",
+    "vftrace_probe_fentry_caller:\n",
+    "push rbx\n",
+    "call vftrace_probe_fentry_function\n",
+    store_all!("PROBE_AFTER_FENTRY_RETURN"),
+    "pop rbx\n",
+    "ret\n",
 ));
 
 // A fake hardware interrupt: push the frame the CPU would (SS, RSP, RFLAGS, CS, RIP) and
@@ -211,19 +234,51 @@ global_asm!(
 extern "C" {
     fn vftrace_probe_caller();
     fn vftrace_probe_function();
+    fn vftrace_probe_fentry_caller();
+    fn vftrace_probe_fentry_function();
     #[cfg(feature = "interruptsafe")]
     fn vftrace_fake_interrupt();
 }
 
-fn init_once() {
-    static INIT: std::sync::Once = std::sync::Once::new();
-    INIT.call_once(|| {
-        let pool: &'static mut [u8] = Vec::leak(vec![0u8; 1 << 20]);
-        // SAFETY: the pool is leaked, so it stays valid and ours for the rest of the test binary.
-        let status = unsafe { vftrace_backend_init(pool.as_mut_ptr(), pool.len(), 0, Some(tid)) };
-        assert_eq!(status, 0);
-        vftrace_backend_enable();
-    });
+/// The pool every test of this binary records into (tracing is per process).
+fn init_once() -> Pool {
+    static POOL: OnceLock<Pool> = OnceLock::new();
+    *POOL.get_or_init(|| {
+        let len = 1 << 20;
+        let layout = std::alloc::Layout::from_size_align(len, 4096).unwrap();
+        // SAFETY: a non-zero layout; the memory is never freed.
+        let mem = unsafe { std::alloc::alloc_zeroed(layout) };
+        let arena: &'static mut [u8] = Vec::leak(vec![0u8; 4 << 20]);
+        let platform = Platform {
+            thread_info: Some(thread_info),
+            ..Platform::default()
+        };
+        // SAFETY: both blocks are leaked, so they stay valid and ours for the rest of the test
+        // binary; the pool memory is 4096-aligned.
+        unsafe {
+            let pool = Pool::create(mem, len, &PoolParams::new(4096, PoolMode::StopWhenFull)).unwrap();
+            let status = vftrace_backend_init(mem, len, arena.as_mut_ptr(), arena.len(), std::ptr::null(), &platform);
+            assert_eq!(status, 0);
+            vftrace_backend_enable();
+            pool
+        }
+    })
+}
+
+/// Every record of the threads registered so far, per slot.
+fn records(pool: &Pool) -> Vec<Vec<[u64; 2]>> {
+    (0..pool.slot_count())
+        .filter(|&s| pool.slot(s).state.load(std::sync::atomic::Ordering::Acquire) != 0)
+        .map(|s| {
+            let mut out = Vec::new();
+            for c in pool.thread_chunks(s) {
+                let (data, n) = pool.readable(c).unwrap();
+                // SAFETY: `readable` bounds n by the chunk.
+                out.extend((0..n).map(|k| unsafe { data.add(k).read() }));
+            }
+            out
+        })
+        .collect()
 }
 
 /// With `interruptsafe`, an instrumented interrupt handler is not hooked: its iretq returns
@@ -231,16 +286,20 @@ fn init_once() {
 #[cfg(feature = "interruptsafe")]
 #[test]
 fn interrupt_frames_are_not_hooked() {
-    init_once();
-    let before = vftrace_backend::vftrace_backend_thread_count();
+    let pool = init_once();
+    let before = records(&pool);
     // SAFETY: the fake interrupt returns to its caller with every callee-saved register intact.
     unsafe { vftrace_fake_interrupt() };
-    // Not hooked, so this thread did not even register.
-    assert_eq!(vftrace_backend::vftrace_backend_thread_count(), before);
+    // Not hooked: nothing was recorded.
+    assert_eq!(records(&pool), before);
 }
 
-extern "C" fn tid() -> u64 {
-    42
+extern "C" fn thread_info(out: *mut ThreadInfo) {
+    // SAFETY: the backend passes a valid out-pointer.
+    unsafe {
+        (*out).pid = std::process::id();
+        (*out).tid = 42;
+    }
 }
 
 /// Register names in `Regs` order.
@@ -272,7 +331,7 @@ fn expect_preserved(what: &str, regs: &Regs, base: u64, names: &[&str]) {
 
 #[test]
 fn mcount_and_trampoline_preserve_registers_and_record_the_call() {
-    init_once();
+    let pool = init_once();
 
     // SAFETY: the probe follows the System V ABI towards its caller (it only clobbers scratch
     // registers and returns normally).
@@ -308,19 +367,47 @@ fn mcount_and_trampoline_preserve_registers_and_record_the_call() {
     }
 
     // One entry and one exit of the probe, at depth 0.
-    let mut raw = [[0u8; 16]; 8];
-    // SAFETY: `raw` holds 8 records.
-    let n = unsafe { vftrace_backend_thread_read(0, 0, raw.as_mut_ptr(), raw.len()) };
-    assert_eq!(n, 2, "entry and exit");
-    let probe = vftrace_probe_function as *const () as u64;
+    expect_one_call(&pool, vftrace_probe_function as *const () as u64);
+}
+
+/// The probe's entry and exit, at depth 0, somewhere in the records (other tests of this binary
+/// may have recorded on other threads).
+fn expect_one_call(pool: &Pool, probe: u64) {
+    let all = records(pool);
+    let mine: Vec<[u64; 2]> = all
+        .iter()
+        .flatten()
+        .copied()
+        .filter(|[_, w]| (probe..probe + 0x400).contains(&(w >> 16)))
+        .collect();
+    assert_eq!(mine.len(), 2, "entry and exit of the probe at {probe:#x}: {all:x?}");
     for (i, kind) in [(0usize, 0u64), (1, 1)] {
-        let word = u64::from_le_bytes(raw[i][8..].try_into().unwrap());
+        let word = mine[i][1];
         assert_eq!(word & 3, kind, "record {i} type");
         assert_eq!((word >> 6) & 0x3ff, 0, "record {i} depth");
-        let addr = word >> 16;
-        assert!(
-            (probe..probe + 0x400).contains(&addr),
-            "record {i} address {addr:#x} not in the probe at {probe:#x}"
-        );
     }
+}
+
+#[test]
+fn fentry_preserves_registers_and_records_the_call() {
+    let pool = init_once();
+    // SAFETY: the probe follows the System V ABI towards its caller.
+    unsafe { vftrace_probe_fentry_caller() };
+    // SAFETY: written by the probe above, on this thread.
+    let (after_fentry, after_return) = unsafe {
+        (
+            &*std::ptr::addr_of!(PROBE_AFTER_FENTRY),
+            &*std::ptr::addr_of!(PROBE_AFTER_FENTRY_RETURN),
+        )
+    };
+    let args = ["rax", "rcx", "rdx", "rsi", "rdi", "r8", "r9", "r10"];
+    let sse_args = ["xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7"];
+    expect_preserved("after __fentry__", after_fentry, 0x3000, &args);
+    expect_preserved("after __fentry__", after_fentry, 0x3000, &sse_args);
+    expect_preserved("after the trampoline", after_return, 0x4000, &["rax", "rdx", "xmm0", "xmm1"]);
+    if cfg!(feature = "interruptsafe") {
+        expect_preserved("after __fentry__ (interruptsafe)", after_fentry, 0x3000, &NAMES);
+        expect_preserved("after the trampoline (interruptsafe)", after_return, 0x4000, &NAMES);
+    }
+    expect_one_call(&pool, vftrace_probe_fentry_function as *const () as u64);
 }

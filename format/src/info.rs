@@ -179,6 +179,28 @@ impl Info {
         }
     }
 
+    /// The program's end as `wait` reported it (uftrace keeps the raw status: `exited with
+    /// code N` is `N << 8`, `terminated by signal N` is `N`), or None when it is not known (an
+    /// in-process dump runs before the program ends): then the section is left out rather than
+    /// claiming an exit code.
+    pub fn set_exit_status(&mut self, status: Option<i32>) {
+        match status {
+            Some(s) => {
+                self.exit_status = s;
+                self.info_mask |= EXIT_STATUS;
+            }
+            None => {
+                self.exit_status = 0;
+                self.info_mask &= !EXIT_STATUS;
+            }
+        }
+    }
+
+    /// `elapsed_time:` from nanoseconds, as uftrace writes it (`1.234567890 sec`).
+    pub fn set_elapsed_ns(&mut self, ns: u64) {
+        self.elapsed_time = format!("{}.{:09} sec", ns / 1_000_000_000, ns % 1_000_000_000);
+    }
+
     /// Like [`Info::new`], with cpus, memory, os and load read from this machine's /proc.
     /// Facts that cannot be read keep their defaults.
     pub fn from_host(exename: impl Into<String>, cmdline: impl Into<String>) -> Info {

@@ -15,6 +15,8 @@
 //! /work/shared/UFTRACE-FORMAT.md; the tests have the real uftrace judge what we write.
 #![cfg_attr(not(feature = "std"), no_std)]
 
+pub mod abi;
+pub mod pool;
 pub mod record;
 pub mod stats;
 
@@ -31,7 +33,11 @@ pub mod maps;
 #[cfg(feature = "std")]
 pub mod markers;
 #[cfg(feature = "std")]
+pub mod pool_read;
+#[cfg(feature = "std")]
 pub mod reader;
+#[cfg(feature = "std")]
+pub mod recording;
 #[cfg(feature = "std")]
 pub mod sym;
 #[cfg(feature = "std")]

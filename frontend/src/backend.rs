@@ -1,34 +1,37 @@
-//! Safe wrappers over the backend's C ABI (see backend/src/lib.rs for the contracts).
+//! Safe wrappers over the backend's C ABI (see backend/src/lib.rs for the contracts; the shared
+//! types are in `vftrace_format::abi`). The backend is a separately built static library (never
+//! instrumented), or, in the preload library, the backend crate linked directly: either way
+//! these symbols.
 use core::fmt;
 
-pub use ffi::ThreadStats;
+pub use vftrace_format::abi::{action, Config, FilterRange, Platform, ThreadInfo};
 
-mod ffi {
-    pub use vftrace_format::stats::ThreadStats;
+pub(crate) mod ffi {
+    use vftrace_format::abi::{Config, Platform};
 
     extern "C" {
+        pub fn vftrace_backend_state_size() -> usize;
         pub fn vftrace_backend_init(
             pool: *mut u8,
-            len: usize,
-            mode: u32,
-            thread_id: Option<extern "C" fn() -> u64>,
+            pool_len: usize,
+            arena: *mut u8,
+            arena_len: usize,
+            config: *const Config,
+            platform: *const Platform,
         ) -> i32;
         pub fn vftrace_backend_enable();
         pub fn vftrace_backend_disable();
-        pub fn vftrace_backend_thread_count() -> usize;
-        pub fn vftrace_backend_thread_stats(index: usize, out: *mut ThreadStats) -> i32;
-        pub fn vftrace_backend_thread_read(
-            index: usize,
-            first: u64,
-            out: *mut [u8; 16],
-            max: usize,
-        ) -> usize;
-        pub fn vftrace_backend_unhook_thread();
+        pub fn vftrace_backend_set_session(ticket: u64);
+        pub fn vftrace_backend_thread_exit();
+        pub fn vftrace_backend_fork_child();
+        pub fn vftrace_backend_unwind_begin();
+        pub fn vftrace_backend_unwind_caught(sp: usize);
+        pub fn vftrace_backend_walk_end();
         pub fn vftrace_backend_rdtsc() -> u64;
     }
 }
 
-/// What happens when a thread's buffer is full.
+/// What happens when the trace buffer is full.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
     /// Keep the first events; later ones are counted as lost (uftrace LOST record at the end).
@@ -37,20 +40,36 @@ pub enum Mode {
     Ring,
 }
 
+impl Mode {
+    pub(crate) fn pool_mode(self) -> vftrace_format::pool::PoolMode {
+        match self {
+            Mode::StopWhenFull => vftrace_format::pool::PoolMode::StopWhenFull,
+            Mode::Ring => vftrace_format::pool::PoolMode::Ring,
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum InitError {
     AlreadyInitialized,
     BufferTooSmall,
     /// Allocation of the trace buffer failed (std only).
     OutOfMemory,
+    /// `vftrace record` handed over a pool this program cannot use.
+    BadRecorderPool,
 }
 
 impl fmt::Display for InitError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             InitError::AlreadyInitialized => "vftrace is already initialized",
-            InitError::BufferTooSmall => "the trace buffer is too small (at least 8 KiB)",
+            InitError::BufferTooSmall => {
+                "the trace buffer is too small (at least 256 KiB: pool tables, one chunk, one thread's state)"
+            }
             InitError::OutOfMemory => "could not allocate the trace buffer",
+            InitError::BadRecorderPool => {
+                "the pool `vftrace record` handed over cannot be used (a different vftrace version?)"
+            }
         })
     }
 }
@@ -58,20 +77,28 @@ impl fmt::Display for InitError {
 #[cfg(feature = "std")]
 impl std::error::Error for InitError {}
 
-/// Gives the backend its memory. Kernels use this directly; with std, [`crate::init`]
-/// allocates the buffer and also sets up thread ids and clock calibration.
-pub fn init_with_buffer(
-    pool: &'static mut [u8],
-    mode: Mode,
-    thread_id: extern "C" fn() -> u64,
+/// Bytes one thread's tracer state takes (its shadow stack, mostly).
+pub fn state_size() -> usize {
+    // SAFETY: no preconditions.
+    unsafe { ffi::vftrace_backend_state_size() }
+}
+
+/// Hands the backend a pool that already holds a valid pool header, the per-thread state
+/// arena, the options and the platform callbacks.
+///
+/// # Safety
+/// As `vftrace_backend_init`: both memory blocks stay valid and reserved for the tracer for the
+/// rest of the program; `config.filters` likewise.
+pub(crate) unsafe fn init_backend(
+    pool: *mut u8,
+    pool_len: usize,
+    arena: *mut u8,
+    arena_len: usize,
+    config: &Config,
+    platform: &Platform,
 ) -> Result<(), InitError> {
-    let mode = match mode {
-        Mode::StopWhenFull => 0,
-        Mode::Ring => 1,
-    };
-    // SAFETY: the pool is 'static and exclusively ours; the backend keeps it forever.
-    match unsafe { ffi::vftrace_backend_init(pool.as_mut_ptr(), pool.len(), mode, Some(thread_id)) }
-    {
+    // SAFETY: forwarded.
+    match unsafe { ffi::vftrace_backend_init(pool, pool_len, arena, arena_len, config, platform) } {
         0 => Ok(()),
         -1 => Err(InitError::AlreadyInitialized),
         _ => Err(InitError::BufferTooSmall),
@@ -96,37 +123,38 @@ pub fn rdtsc() -> u64 {
     unsafe { ffi::vftrace_backend_rdtsc() }
 }
 
-/// Puts back the real return addresses of the current thread's hooked frames, so that an
-/// unwinder can walk the stack (used by the panic hook).
-pub fn unhook_current_thread() {
-    // SAFETY: acts on the calling thread's own stack only.
-    unsafe { ffi::vftrace_backend_unhook_thread() }
-}
-
-/// One traced thread's buffer.
-#[derive(Clone, Copy, Debug)]
-pub struct ThreadView {
-    index: usize,
-}
-
-impl ThreadView {
-    pub fn stats(&self) -> ThreadStats {
-        let mut s = ThreadStats::default();
-        // SAFETY: `s` is a valid out-pointer; the index came from `threads()`.
-        unsafe { ffi::vftrace_backend_thread_stats(self.index, &mut s) };
-        s
-    }
-
-    /// Copies records (raw TSC times), oldest first, skipping the first `first` held.
-    pub fn read(&self, first: u64, out: &mut [[u8; 16]]) -> usize {
-        // SAFETY: `out` holds `out.len()` records.
-        unsafe { ffi::vftrace_backend_thread_read(self.index, first, out.as_mut_ptr(), out.len()) }
-    }
-}
-
-/// Every thread that has recorded (or tried to record) an event.
-pub fn threads() -> impl Iterator<Item = ThreadView> {
+pub(crate) fn set_session(ticket: u64) {
     // SAFETY: no preconditions.
-    let n = unsafe { ffi::vftrace_backend_thread_count() };
-    (0..n).map(|index| ThreadView { index })
+    unsafe { ffi::vftrace_backend_set_session(ticket) }
+}
+
+/// The calling thread ends (the platform's TLS destructor).
+pub(crate) fn thread_exit() {
+    // SAFETY: called on the ending thread, outside the backend.
+    unsafe { ffi::vftrace_backend_thread_exit() }
+}
+
+/// In a forked child, before traced code runs.
+pub(crate) fn fork_child() {
+    // SAFETY: called in the child right after fork.
+    unsafe { ffi::vftrace_backend_fork_child() }
+}
+
+/// Puts back the real return addresses of the calling thread's hooked frames before an
+/// unwinder or stack walker reads its stack.
+pub fn unwind_begin() {
+    // SAFETY: acts on the calling thread's own stack only.
+    unsafe { ffi::vftrace_backend_unwind_begin() }
+}
+
+/// A handler whose stack pointer is `sp` caught the unwind.
+pub(crate) fn unwind_caught(sp: usize) {
+    // SAFETY: acts on the calling thread's own stack only.
+    unsafe { ffi::vftrace_backend_unwind_caught(sp) }
+}
+
+/// A stack walk that did not unwind is over.
+pub(crate) fn walk_end() {
+    // SAFETY: acts on the calling thread's own stack only.
+    unsafe { ffi::vftrace_backend_walk_end() }
 }

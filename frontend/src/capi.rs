@@ -38,6 +38,8 @@ pub extern "C" fn vftrace_disable() {
 /// `dir` must be a NUL-terminated string.
 #[no_mangle]
 pub unsafe extern "C" fn vftrace_dump(dir: *const c_char) -> c_int {
+    // Before anything allocates: the program's allocator may be instrumented.
+    crate::disable();
     if dir.is_null() {
         eprintln!("vftrace_dump: directory is NULL");
         return -1;
@@ -48,10 +50,10 @@ pub unsafe extern "C" fn vftrace_dump(dir: *const c_char) -> c_int {
         .into_owned();
     match crate::dump(&dir) {
         Ok(s) => {
-            eprintln!(
-                "vftrace: wrote {dir}: {} threads, {} records, {} lost",
-                s.threads, s.records, s.lost
-            );
+            match &s.recorded_by {
+                Some(by) => eprintln!("vftrace: recorded by `vftrace record` into {by}"),
+                None => eprintln!("vftrace: wrote {dir}: {}", s.describe()),
+            }
             0
         }
         Err(e) => {

@@ -1,61 +1,87 @@
-//! Linux and Hermit: allocating the buffer, naming threads, and writing a complete uftrace
-//! directory. What differs between the two is in `os/`.
-use crate::backend::{self, init_with_buffer, InitError, Mode, ThreadView};
+//! Linux and Hermit: starting the tracer in this process, and writing what it recorded as a
+//! complete uftrace directory. Under `vftrace record` the process records into the recorder's
+//! pool instead, and the recorder writes the directory. What differs between the systems is in
+//! `os/`.
+use crate::backend::{self, InitError, Mode};
 use crate::calibrate::{self, ClockPair};
 use crate::os;
+use crate::setup::{self, CHUNK_BYTES};
+use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
+use vftrace_format::clock::ClockMap;
 use vftrace_format::dir::TraceDirWriter;
-use vftrace_format::record::{Record, ThreadRepair, RECORD_SIZE};
+use vftrace_format::pool::{Pool, PoolParams};
+use vftrace_format::pool_read::{self, SlotInfo, ThreadRecords};
+use vftrace_format::record::Record;
 use vftrace_format::task::TaskLine;
 
-/// What `init` measured, needed again by `dump`.
+/// What `init` set up, needed again by `dump`.
 struct Session {
+    pool: Pool,
     start: ClockPair,
     mode: Mode,
+    pid: u32,
+    sid: String,
+    /// The pool is `vftrace record`'s: the recorder writes the trace.
+    recorded: bool,
+    /// The program's unwinder calls go through the tracer's wrappers (exceptions and panics
+    /// through traced frames work).
+    unwinder_wrapped: bool,
 }
 
 static SESSION: OnceLock<Session> = OnceLock::new();
 
-/// Allocates a trace buffer of `capacity_bytes` shared by all threads, starts the clock
-/// calibration and installs the panic hook. Tracing starts with [`crate::enable`].
+/// Allocates a trace buffer of `capacity_bytes` shared by all threads (lazily mapped: only what
+/// threads fill costs memory) and starts the clock calibration. Tracing starts with
+/// [`crate::enable`]. Under `vftrace record` the buffer is the recorder's instead.
 pub fn init(capacity_bytes: usize, mode: Mode) -> Result<(), InitError> {
     if SESSION.get().is_some() {
         return Err(InitError::AlreadyInitialized);
     }
-    init_with_buffer(allocate_pool(capacity_bytes)?, mode, os::thread_id)?;
+    let platform = os::platform();
+    let (arena, arena_len) = os::state_arena()?;
+    let (pool, recorded) = match os::recorder_pool()? {
+        Some(attached) => {
+            // SAFETY: the recorder's pool stays mapped for the program; the arena is ours.
+            unsafe { setup::attach(attached.pool, arena, arena_len, &attached.config, &platform) }?;
+            (attached.pool, true)
+        }
+        None => {
+            let mem = os::map_pool(capacity_bytes)?;
+            let params = PoolParams::new(CHUNK_BYTES, mode.pool_mode());
+            // SAFETY: both blocks are fresh, zeroed, page aligned and kept for the program.
+            let pool = unsafe {
+                setup::start(mem, capacity_bytes, arena, arena_len, &params, &backend::Config::NONE, &platform)
+            }?;
+            (pool, false)
+        }
+    };
+    let start = calibrate::sample();
+    let pid = std::process::id();
+    let sid = vftrace_format::dir::make_session_id((u64::from(pid) << 40) ^ start.tsc);
+    os::install(fork_child);
+    let ticket = os::announce_session(&pool, &sid, start.tsc, recorded);
+    backend::set_session(ticket);
     let _ = SESSION.set(Session {
-        start: calibrate::sample(),
+        pool,
+        start,
         mode,
+        pid,
+        sid,
+        recorded,
+        unwinder_wrapped: os::unwinder_wrapped(),
     });
-    install_panic_hook();
     Ok(())
 }
 
-/// The trace buffer, kept for the rest of the program. Zeroed memory from the allocator is
-/// mapped lazily, so a large buffer costs only the pages threads really fill.
-fn allocate_pool(bytes: usize) -> Result<&'static mut [u8], InitError> {
-    let layout = std::alloc::Layout::from_size_align(bytes.max(1), 64)
-        .map_err(|_| InitError::OutOfMemory)?;
-    // SAFETY: the layout has a non-zero size.
-    let ptr = unsafe { std::alloc::alloc_zeroed(layout) };
-    if ptr.is_null() {
-        return Err(InitError::OutOfMemory);
+/// In a forked child: the backend takes its own slot; the recorder (if any) hears of the fork.
+extern "C" fn fork_child() {
+    backend::fork_child();
+    if let Some(s) = SESSION.get() {
+        os::announce_fork(&s.pool, s.recorded);
     }
-    // SAFETY: `ptr` points to `bytes` zeroed bytes that are never freed nor aliased.
-    Ok(unsafe { std::slice::from_raw_parts_mut(ptr, bytes) })
-}
-
-/// The unwinder cannot step through the return trampoline, so before a panic unwinds, the
-/// thread's hooked return addresses are put back. Calls that unwind are closed in the trace
-/// when the backend next finds their frames gone.
-fn install_panic_hook() {
-    let previous = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        backend::unhook_current_thread();
-        previous(info);
-    }));
 }
 
 /// What a dump wrote.
@@ -65,13 +91,45 @@ pub struct DumpSummary {
     pub records: u64,
     /// Records dropped (stop-when-full) or overwritten (ring).
     pub lost: u64,
-    /// Calls not traced because the shadow stack was full.
-    pub unhooked: u64,
+    /// Calls not recorded (shadow stack full, a signal while the tracer ran).
+    pub unrecorded: u64,
+    /// Calls whose return was not seen (longjmp, unwinding): exit time estimated.
+    pub closed_early: u64,
     pub tsc_hz: f64,
+    /// False if exceptions and panics through traced frames cannot work in this program (its
+    /// unwinder is linked statically, so the tracer cannot wrap it).
+    pub unwinder_wrapped: bool,
+    /// Where the trace is: `dir`, or the recorder's directory under `vftrace record`.
+    pub recorded_by: Option<String>,
+}
+
+impl DumpSummary {
+    /// One line for people: what a dump holds and what it could not hold.
+    pub fn describe(&self) -> String {
+        describe(self)
+    }
+}
+
+fn describe(s: &DumpSummary) -> String {
+    let mut line = format!("{} threads, {} records", s.threads, s.records);
+    if s.lost > 0 {
+        line += &format!(", {} records lost (buffer full)", s.lost);
+    }
+    if s.unrecorded > 0 {
+        line += &format!(", {} calls not recorded (shadow stack full or signal during tracing)", s.unrecorded);
+    }
+    if !s.unwinder_wrapped {
+        line += "; note: the unwinder is linked statically, so exceptions and panics through traced frames are not supported";
+    }
+    if s.closed_early > 0 {
+        line += &format!(", {} calls left without a return (longjmp, exception, stack switch; exit time estimated)", s.closed_early);
+    }
+    line
 }
 
 /// Stops tracing and writes everything recorded so far as a uftrace directory at `dir`
-/// (created; an existing trace directory there is replaced).
+/// (created; an existing trace directory there is replaced). Under `vftrace record` nothing is
+/// written here: the recorder has the trace.
 #[inline(always)]
 pub fn dump(dir: impl AsRef<Path>) -> io::Result<DumpSummary> {
     // Generic code is compiled (and instrumented) in the caller's crate; keep it to this line.
@@ -80,108 +138,119 @@ pub fn dump(dir: impl AsRef<Path>) -> io::Result<DumpSummary> {
 
 #[inline(never)]
 fn dump_to(dir: &Path) -> io::Result<DumpSummary> {
+    crate::disable();
     let session = SESSION
         .get()
         .ok_or_else(|| io::Error::other("vftrace::dump called before vftrace::init"))?;
-    crate::disable();
-    let clock = calibrate::clock_map_since(session.start);
-    let start_ns = clock.ns_base;
+    if session.recorded {
+        return Ok(DumpSummary {
+            recorded_by: Some(std::env::var(os::RECORD_DIR_VAR).unwrap_or_default()),
+            ..DumpSummary::default()
+        });
+    }
+    if std::process::id() != session.pid {
+        return Err(io::Error::other(format!(
+            "this is a forked child (pid {}) of the traced process {}; an in-process trace is \
+             written by the process that called vftrace::init (record the whole family with \
+             `vftrace record`)",
+            std::process::id(),
+            session.pid
+        )));
+    }
+    write_directory(session, dir)
+}
 
-    let pid = std::process::id();
+fn write_directory(session: &Session, dir: &Path) -> io::Result<DumpSummary> {
+    let clock = calibrate::clock_map_since(session.start);
+    let pool = &session.pool;
     let exe: PathBuf = os::executable()?;
     let exename = exe.to_string_lossy().into_owned();
-    let sid = format!("{:016x}", (u64::from(pid) << 40) ^ session.start.tsc);
-
     let mut writer = TraceDirWriter::create(dir)?;
     let mut summary = DumpSummary {
         tsc_hz: clock.tsc_hz,
+        unwinder_wrapped: session.unwinder_wrapped,
         ..DumpSummary::default()
     };
+    // Threads by tid (the kernel reuses tids: a later thread with the same tid continues the
+    // same file), each in the order it started.
+    let mut by_tid: BTreeMap<u32, Vec<SlotInfo>> = BTreeMap::new();
+    for i in 0..pool.slot_count() {
+        if let Some(s) = pool_read::slot_info(pool, i).filter(|s| s.pid == session.pid) {
+            by_tid.entry(s.tid as u32).or_default().push(s);
+        }
+    }
+    let chunks = pool_read::chunks_by_thread(pool);
     let mut tasks = vec![TaskLine::Session {
-        timestamp_ns: start_ns,
-        pid,
-        sid: sid.clone(),
+        timestamp_ns: clock.ns_base,
+        pid: session.pid,
+        sid: session.sid.clone(),
         exename: exename.clone(),
     }];
-    let mut tids = Vec::new();
-    for thread in backend::threads() {
-        let stats = thread.stats();
-        let tid = stats.tid as u32;
-        summary.threads += 1;
-        summary.records += stats.records;
-        summary.lost += stats.lost + stats.overwritten;
-        summary.unhooked += stats.unhooked;
-        let first_ns = write_thread(&mut writer, thread, session.mode, &clock)?;
-        tids.push(tid);
+    let mut first_seen: Vec<(u64, u32)> = Vec::new();
+    for (&tid, threads) in by_tid.iter_mut() {
+        threads.sort_by_key(|s| s.start_tsc);
+        let mut first = None;
+        for s in threads.iter() {
+            let t = write_thread(&mut writer, pool, &clock, tid, s, chunks.get(&s.serial), session.mode)?;
+            first = first.or(t);
+            summary.threads += 1;
+            summary.records += s.records.saturating_sub(s.overwritten);
+            summary.lost += s.lost + s.overwritten;
+            summary.unrecorded += s.unrecorded;
+            summary.closed_early += s.closed_early;
+        }
+        first_seen.push((first.unwrap_or(u64::MAX), tid));
+    }
+    // uftrace lists tasks in the order they started; a TASK line must not be later than the
+    // task's first record.
+    first_seen.sort();
+    let tids: Vec<u32> = first_seen.iter().map(|&(_, t)| t).collect();
+    for &(first, tid) in &first_seen {
         tasks.push(TaskLine::Task {
-            timestamp_ns: first_ns.map_or(start_ns, |t| t.min(start_ns)),
+            timestamp_ns: first.min(clock.ns_base),
             tid,
-            pid,
+            pid: session.pid,
         });
     }
-    // uftrace lists tasks in the order they started; the backend knows them newest first.
-    tids.reverse();
-    tasks[1..].reverse();
-
     writer.write_tasks(&tasks)?;
     let map = os::memory_map(&exename)?;
-    writer.write_map(&sid, &map)?;
-    os::write_executable_symbols(&mut writer, &exe, &exename, &map)?;
+    writer.write_map(&session.sid, &map)?;
+    os::write_module_symbols(&mut writer, &exe, &exename, &map)?;
     let mut info = os::info(exename);
     info.tids = tids;
+    // The program has not ended yet: its exit status is not known here.
+    info.set_exit_status(None);
+    info.set_elapsed_ns(calibrate::monotonic_ns().saturating_sub(session.start.mono_ns));
     writer.write_info(&info)?;
     writer.write_clock(&clock)?;
     writer.finish()?;
     Ok(summary)
 }
 
-/// Copies one thread's records, converted to nanoseconds, with LOST records where events were
-/// dropped. Returns the time of the first record.
+/// Copies one thread's records, converted to nanoseconds, with LOST records where records
+/// are missing. Returns the time of its first record.
 fn write_thread(
     writer: &mut TraceDirWriter,
-    thread: ThreadView,
+    pool: &Pool,
+    clock: &ClockMap,
+    tid: u32,
+    slot: &SlotInfo,
+    chunks: Option<&Vec<pool_read::ChunkRef>>,
     mode: Mode,
-    clock: &vftrace_format::clock::ClockMap,
 ) -> io::Result<Option<u64>> {
-    let stats = thread.stats();
-    let tid = stats.tid as u32;
-    let to_ns = clock.converter();
-    let mut raw = vec![[0u8; RECORD_SIZE]; 64 * 1024];
-    let mut done = 0u64;
-    let mut first_ns = None;
-    let mut last = None::<Record>;
-    let mut repair = ThreadRepair::default();
-    loop {
-        let n = thread.read(done, &mut raw);
-        if n == 0 {
-            break;
-        }
-        done += n as u64;
-        let mut records = Vec::with_capacity(n + 1);
-        for bytes in &raw[..n] {
-            let mut r = Record::from_bytes(bytes)
-                .map_err(|e| io::Error::other(format!("thread {tid}: {e}")))?;
-            r.time = to_ns.convert(r.time);
-            // Ring mode: exits whose entries were overwritten go (see ThreadRepair).
-            if !repair.accept(&mut r) {
-                continue;
-            }
-            if first_ns.is_none() {
-                first_ns = Some(r.time);
-                // Ring mode: the oldest records were overwritten; say so before the first kept one.
-                if mode == Mode::Ring && stats.overwritten > 0 {
-                    records.push(Record::lost(r.time, r.depth, stats.overwritten));
-                }
-            }
-            records.push(r);
-            last = Some(r);
-        }
-        writer.write_records(tid, records)?;
+    let mut conv = ThreadRecords::new(clock.converter(), mode == Mode::Ring, slot.overwritten);
+    let mut raw = Vec::new();
+    let mut records: Vec<Record> = Vec::new();
+    for c in chunks.into_iter().flatten() {
+        raw.clear();
+        records.clear();
+        pool_read::read_chunk(pool, c, &mut raw).map_err(|e| io::Error::other(format!("thread {tid}: {e}")))?;
+        conv.push(&raw, &mut records)
+            .map_err(|(k, e)| io::Error::other(format!("thread {tid}, chunk {}, record {k}: {e}", c.index)))?;
+        writer.write_records(tid, records.drain(..))?;
     }
-    // Stop-when-full: everything after the last kept record was dropped.
-    if stats.lost > 0 {
-        let (time, depth) = last.map_or((clock.ns_base, 0), |r| (r.time, r.depth));
-        writer.write_records(tid, [Record::lost(time, depth, stats.lost)])?;
-    }
-    Ok(first_ns)
+    let end_ns = clock.converter().convert(slot.end_tsc.max(slot.start_tsc));
+    conv.finish(slot.missing_records(), end_ns, &mut records);
+    writer.write_records(tid, records.drain(..))?;
+    Ok(conv.first_ns())
 }

@@ -7,10 +7,11 @@
 #![cfg_attr(not(feature = "std"), no_std)]
 
 mod backend;
-pub use backend::{
-    disable, enable, init_with_buffer, rdtsc, threads, unhook_current_thread, InitError, Mode,
-    ThreadStats, ThreadView,
-};
+pub use backend::{disable, enable, rdtsc, unwind_begin, InitError, Mode};
+mod setup;
+pub use setup::init_with_buffer;
+#[doc(hidden)]
+pub use setup::pool as active_pool;
 pub mod stream;
 
 #[cfg(feature = "std")]
@@ -19,6 +20,8 @@ mod calibrate;
 pub mod capi;
 #[cfg(feature = "std")]
 mod dump;
+#[cfg(all(feature = "std", not(target_os = "hermit")))]
+mod filters;
 #[cfg(feature = "std")]
 mod os;
 #[cfg(feature = "std")]

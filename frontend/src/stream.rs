@@ -1,20 +1,22 @@
 //! Writing the trace as vftrace's guest byte stream (see `vftrace_format::stream` for the
 //! frame layout), for kernels and other programs without a file system.
 //!
-//! No allocation: records go through a chunk buffer the caller lends, and every frame is
-//! handed to the sink as a few slices (a kernel sends each with one string I/O instruction).
+//! No allocation: records are copied out of the pool through a chunk buffer the caller lends,
+//! and every frame is handed to the sink as a few slices (a kernel sends each with one string
+//! I/O instruction).
 
 pub use vftrace_format::stream::{Header, Marker, TscHzSource, WriteError, DEFAULT_MARKER_PORT};
 use vftrace_format::stream::{StreamWriter, MAX_RECORDS_PER_FRAME};
 
-use crate::{threads, ThreadStats};
+use crate::setup::pool;
+use vftrace_format::stats::ThreadStats;
 
 /// What [`write_trace`] sent.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct StreamSummary {
     pub threads: u32,
     pub records: u64,
-    /// Records lost or overwritten in all threads.
+    /// Records lost, overwritten, or not written for calls that could not be recorded.
     pub lost: u64,
     pub frames: u64,
     pub bytes: u64,
@@ -38,24 +40,49 @@ pub fn write_trace(
     let chunk_len = chunk.len().min(MAX_RECORDS_PER_FRAME);
     let chunk = &mut chunk[..chunk_len];
     let mut summary = StreamSummary::default();
-    for thread in threads() {
-        let stats: ThreadStats = thread.stats();
-        let mut first = 0u64;
-        loop {
-            let n = thread.read(first, chunk);
-            if n == 0 {
-                break;
+    if let Some(pool) = pool() {
+        for slot in 0..pool.slot_count() {
+            let s = pool.slot(slot);
+            if s.state.load(core::sync::atomic::Ordering::Acquire) == 0 {
+                continue;
             }
-            writer.records(stats.tid, first, &chunk[..n])?;
-            first += n as u64;
+            let tid = s.tid.load(core::sync::atomic::Ordering::Relaxed);
+            let mut first = 0u64;
+            let mut n = 0;
+            for index in pool.thread_chunks(slot) {
+                let Ok((data, count)) = pool.readable(index) else {
+                    continue;
+                };
+                for k in 0..count {
+                    // SAFETY: `readable` bounded `count` by the chunk; tracing is off.
+                    let [t, w] = unsafe { core::ptr::read_volatile(data.add(k)) };
+                    chunk[n][..8].copy_from_slice(&t.to_le_bytes());
+                    chunk[n][8..].copy_from_slice(&w.to_le_bytes());
+                    n += 1;
+                    if n == chunk.len() {
+                        writer.records(tid, first, chunk)?;
+                        first += n as u64;
+                        n = 0;
+                    }
+                }
+            }
+            if n > 0 {
+                writer.records(tid, first, &chunk[..n])?;
+                first += n as u64;
+            }
+            let load = |c: &core::sync::atomic::AtomicU64| c.load(core::sync::atomic::Ordering::Relaxed);
+            let stats = ThreadStats {
+                tid,
+                records: first,
+                lost: load(&s.lost),
+                overwritten: load(&s.overwritten),
+                unhooked: load(&s.unrecorded),
+            };
+            writer.thread_stats(&stats)?;
+            summary.threads += 1;
+            summary.records += first;
+            summary.lost += stats.lost + stats.overwritten + 2 * stats.unhooked;
         }
-        writer.thread_stats(&ThreadStats {
-            records: first,
-            ..stats
-        })?;
-        summary.threads += 1;
-        summary.records += first;
-        summary.lost += stats.lost + stats.overwritten;
     }
     if !markers.is_empty() {
         writer.markers(marker_port, markers)?;

@@ -92,6 +92,9 @@ pub struct ElfSymbols {
     pub functions: Vec<ElfFunction>,
     /// True when the functions came from `.dynsym` because the file has no `.symtab`.
     pub from_dynsym: bool,
+    /// Some code calls (or defines) `mcount`, `_mcount` or `__fentry__`: it was built with
+    /// `-pg`, `-pg -mfentry` or `-Z instrument-mcount`.
+    pub instrumented: bool,
 }
 
 impl ElfSymbols {
@@ -246,6 +249,12 @@ pub fn elf_functions(path: &Path) -> Result<ElfSymbols, SymError> {
     } else {
         file.symbols().collect()
     };
+    // Instrumented code calls one of these: an undefined reference (glibc's or a preloaded
+    // tracer's), or a definition (a tracer linked in).
+    let instrumented = file
+        .symbols()
+        .chain(file.dynamic_symbols())
+        .any(|s| matches!(s.name(), Ok("mcount" | "_mcount" | "__fentry__")));
     let mut functions = Vec::new();
     for sym in symbols {
         let SymbolFlags::Elf { st_info, .. } = sym.flags() else {
@@ -298,6 +307,7 @@ pub fn elf_functions(path: &Path) -> Result<ElfSymbols, SymError> {
         build_id,
         functions,
         from_dynsym,
+        instrumented,
     })
 }
 
@@ -446,6 +456,7 @@ mod tests {
             first_load_vaddr,
             entry: first_load_vaddr,
             build_id: Some(vec![0xab, 0x01]),
+            instrumented: false,
             functions: funcs
                 .iter()
                 .map(|&(addr, size, name)| ElfFunction {

@@ -1,21 +1,25 @@
-//! x86_64 System V: `mcount`, the return trampoline and the thread-local block.
+//! x86_64 System V: `mcount`, `__fentry__`, the return trampoline and the thread-local pointer.
 //!
 //! `mcount` is called after the instrumented function's frame-pointer prologue
 //! (`push rbp; mov rbp, rsp; call mcount`), so the function's own return address lives at
-//! `[rbp + 8]` and mcount's return address points into the function. mcount saves every
-//! argument register (and xmm0-7 where the target has SSE), because the function has not read
-//! its arguments yet. The trampoline replaces a hooked return address; it saves the return
-//! value registers (rax, rdx, and xmm0/xmm1 with SSE) around the exit bookkeeping.
+//! `[rbp + 8]`. `__fentry__` (`-pg -mfentry`) is called before any prologue, so it lives just
+//! above `__fentry__`'s own return address. Both save every argument register (and xmm0-7
+//! where the target has SSE), because the function has not read its arguments yet; they share
+//! everything but where they find the slot. The trampoline replaces a hooked return address; it
+//! saves the return value registers (rax, rdx, and xmm0/xmm1 with SSE) around the exit
+//! bookkeeping. Before anything else they read the word `ENABLED_WORD` points to (r11 is
+//! free to use: no argument lives there), so that tracing off costs a load and a compare.
 //!
-//! With the `interruptsafe` feature both also preserve every other scratch register and the
-//! flags, for code such as interrupt handlers that is entered without a call.
+//! With the `interruptsafe` feature all of them also preserve every other scratch register and
+//! the flags, for code such as interrupt handlers that is entered without a call.
 //!
-//! Thread-local state is one `.tbss` block reached through %fs in the local-exec TLS model:
-//! the program (or kernel) must give each thread a TLS block and put the thread pointer at
-//! `%fs:0`, as glibc does and as the example unikernel does.
-use crate::shadow::{on_entry, on_exit, ThreadLocal};
-use crate::ENABLED;
-use core::mem::size_of;
+//! Thread-local state is one pointer in `.tbss`, reached through %fs: in the local-exec model
+//! when the backend is linked into the executable (or kernel), in the initial-exec model
+//! (feature `initial-exec`) when it is a preloaded shared library. The program (or kernel)
+//! must give each thread a TLS block and put the thread pointer at `%fs:0`, as glibc does and
+//! as the example unikernel does.
+use crate::globals::ENABLED_WORD;
+use crate::shadow::{on_entry, on_exit};
 
 #[cfg(feature = "interruptsafe")]
 macro_rules! save_extra_gprs {
@@ -170,89 +174,148 @@ macro_rules! tramp_restore_scratch {
     };
 }
 
+// Loads the thread's state pointer into rdi.
+#[cfg(not(feature = "initial-exec"))]
+macro_rules! load_state {
+    () => {
+        "mov rdi, qword ptr fs:[vftrace_thread_state@tpoff]\n"
+    };
+}
+#[cfg(feature = "initial-exec")]
+macro_rules! load_state {
+    () => {
+        "mov rdi, qword ptr [rip + vftrace_thread_state@gottpoff]\n mov rdi, qword ptr fs:[rdi]\n"
+    };
+}
+
+// The per-thread pointer to the thread's state (0 until it registers).
 core::arch::global_asm!(
-    concat!(
-        // The per-thread block: shadow stack and the thread's buffer pointer.
-        ".pushsection .tbss,\"awT\",@nobits\n",
-        ".p2align 6\n",
-        "vftrace_tls_block:\n",
-        ".zero {tls_size}\n",
-        ".popsection\n",
-        ".pushsection .text.vftrace_mcount,\"ax\",@progbits\n",
-        ".globl mcount\n",
-        ".globl _mcount\n",
-        ".type mcount,@function\n",
-        ".type _mcount,@function\n",
-        ".p2align 4\n",
-        "mcount:\n",
-        "_mcount:\n",
-        // interruptsafe saves the flags before anything can change them.
-        save_extra_gprs!(),
-        // Disabled: return at once.
-        "cmp byte ptr [rip + {enabled}], 0\n",
-        "je 2f\n",
-        "push rax\n push rdi\n push rsi\n push rdx\n push rcx\n push r8\n push r9\n push r10\n",
-        "push rbx\n",
-        "mov rbx, rsp\n",
-        "and rsp, -16\n",
-        "sub rsp, {mcount_xmm_area}\n",
-        mcount_xmm!(save),
-        "mov rdi, qword ptr fs:[0]\n",
-        "lea rdi, [rdi + vftrace_tls_block@tpoff]\n",
-        "lea rsi, [rbp + 8]\n",
-        "mov rdx, qword ptr [rbx + {mcount_ret}]\n",
-        "call {on_entry}\n",
-        mcount_xmm!(restore),
-        "mov rsp, rbx\n",
-        "pop rbx\n",
-        "pop r10\n pop r9\n pop r8\n pop rcx\n pop rdx\n pop rsi\n pop rdi\n pop rax\n",
-        "2:\n",
-        restore_extra_gprs!(),
-        "ret\n",
-        ".size mcount, . - mcount\n",
-        ".size _mcount, . - _mcount\n",
-        // A hooked function returns here instead of to its caller.
-        ".globl vftrace_return_trampoline\n",
-        ".type vftrace_return_trampoline,@function\n",
-        ".p2align 4\n",
-        "vftrace_return_trampoline:\n",
-        // The slot for the real return address (lea: the flags are not saved yet).
-        "lea rsp, [rsp - 8]\n",
-        save_extra_gprs!(),
-        tramp_save_scratch!(),
-        "push rax\n push rdx\n",
-        "push rbx\n",
-        "mov rbx, rsp\n",
-        "and rsp, -16\n",
-        "sub rsp, {tramp_xmm_area}\n",
-        trampoline_xmm!(save),
-        "mov rdi, qword ptr fs:[0]\n",
-        "lea rdi, [rdi + vftrace_tls_block@tpoff]\n",
-        "lea rsi, [rbx + {tramp_slot} + 8]\n",
-        "call {on_exit}\n",
-        "mov qword ptr [rbx + {tramp_slot}], rax\n",
-        trampoline_xmm!(restore),
-        "mov rsp, rbx\n",
-        "pop rbx\n",
-        "pop rdx\n pop rax\n",
-        tramp_restore_scratch!(),
-        restore_extra_gprs!(),
-        tramp_return!(),
-        ".size vftrace_return_trampoline, . - vftrace_return_trampoline\n",
-        ".popsection\n",
-    ),
-    tls_size = const size_of::<ThreadLocal>(),
-    enabled = sym ENABLED,
-    mcount_xmm_area = const MCOUNT_XMM_AREA,
-    mcount_ret = const MCOUNT_RET,
-    on_entry = sym on_entry,
-    tramp_xmm_area = const TRAMP_XMM_AREA,
-    tramp_slot = const TRAMP_SLOT,
-    on_exit = sym on_exit,
+    ".pushsection .tbss,\"awT\",@nobits",
+    ".p2align 3",
+    ".globl vftrace_thread_state",
+    ".hidden vftrace_thread_state",
+    ".type vftrace_thread_state,@object",
+    ".size vftrace_thread_state, 8",
+    "vftrace_thread_state:",
+    ".zero 8",
+    ".popsection",
 );
 
-extern "C" {
-    fn vftrace_return_trampoline();
+// mcount and __fentry__ differ only in where the function's return-address slot is; each has
+// its own copy of the rest so that neither pays a jump.
+macro_rules! entry_prologue {
+    () => {
+        concat!(
+            // interruptsafe saves the flags (and r11) before anything can change them.
+            save_extra_gprs!(),
+            "mov r11, qword ptr [rip + {enabled}]\n",
+            "cmp dword ptr [r11], 0\n",
+            "je 2f\n",
+            "push rax\n push rdi\n push rsi\n push rdx\n push rcx\n push r8\n push r9\n push r10\n",
+            "push rbx\n",
+            "mov rbx, rsp\n",
+        )
+    };
+}
+macro_rules! entry_body {
+    () => {
+        concat!(
+            "mov rdx, qword ptr [rbx + {mcount_ret}]\n",
+            "and rsp, -16\n",
+            "sub rsp, {mcount_xmm_area}\n",
+            mcount_xmm!(save),
+            load_state!(),
+            "call {on_entry}\n",
+            mcount_xmm!(restore),
+            "mov rsp, rbx\n",
+            "pop rbx\n",
+            "pop r10\n pop r9\n pop r8\n pop rcx\n pop rdx\n pop rsi\n pop rdi\n pop rax\n",
+            "2:\n",
+            restore_extra_gprs!(),
+            "ret\n",
+        )
+    };
+}
+
+/// Called by `gcc -pg` and `rustc -Z instrument-mcount` code right after the function's
+/// frame-pointer prologue: the function's return address is at `rbp + 8`.
+///
+/// # Safety
+/// Only instrumented code calls it, as described above.
+#[unsafe(naked)]
+#[no_mangle]
+pub unsafe extern "C" fn mcount() {
+    core::arch::naked_asm!(
+        concat!(entry_prologue!(), "lea rsi, [rbp + 8]\n", entry_body!()),
+        enabled = sym ENABLED_WORD,
+        mcount_xmm_area = const MCOUNT_XMM_AREA,
+        mcount_ret = const MCOUNT_RET,
+        on_entry = sym on_entry,
+    )
+}
+
+/// glibc's other name for `mcount`.
+///
+/// # Safety
+/// As for [`mcount`].
+#[unsafe(naked)]
+#[no_mangle]
+pub unsafe extern "C" fn _mcount() {
+    core::arch::naked_asm!("jmp {mcount}", mcount = sym mcount)
+}
+
+/// Called by `-pg -mfentry` code before any prologue: the function's return address is the
+/// word just above `__fentry__`'s own.
+///
+/// # Safety
+/// Only instrumented code calls it, as described above.
+#[unsafe(naked)]
+#[no_mangle]
+pub unsafe extern "C" fn __fentry__() {
+    core::arch::naked_asm!(
+        concat!(entry_prologue!(), "lea rsi, [rbx + {mcount_ret} + 8]\n", entry_body!()),
+        enabled = sym ENABLED_WORD,
+        mcount_xmm_area = const MCOUNT_XMM_AREA,
+        mcount_ret = const MCOUNT_RET,
+        on_entry = sym on_entry,
+    )
+}
+
+/// Where a hooked function returns instead of to its caller.
+///
+/// # Safety
+/// Only reached through a return address the backend hooked.
+#[unsafe(naked)]
+#[no_mangle]
+pub unsafe extern "C" fn vftrace_return_trampoline() {
+    core::arch::naked_asm!(
+        concat!(
+            // The slot for the real return address (lea: the flags are not saved yet).
+            "lea rsp, [rsp - 8]\n",
+            save_extra_gprs!(),
+            tramp_save_scratch!(),
+            "push rax\n push rdx\n",
+            "push rbx\n",
+            "mov rbx, rsp\n",
+            "and rsp, -16\n",
+            "sub rsp, {tramp_xmm_area}\n",
+            trampoline_xmm!(save),
+            load_state!(),
+            "lea rsi, [rbx + {tramp_slot} + 8]\n",
+            "call {on_exit}\n",
+            "mov qword ptr [rbx + {tramp_slot}], rax\n",
+            trampoline_xmm!(restore),
+            "mov rsp, rbx\n",
+            "pop rbx\n",
+            "pop rdx\n pop rax\n",
+            tramp_restore_scratch!(),
+            restore_extra_gprs!(),
+            tramp_return!(),
+        ),
+        tramp_xmm_area = const TRAMP_XMM_AREA,
+        tramp_slot = const TRAMP_SLOT,
+        on_exit = sym on_exit,
+    )
 }
 
 /// Address that hooked frames return through.
@@ -261,21 +324,55 @@ pub fn return_trampoline_address() -> usize {
     vftrace_return_trampoline as *const () as usize
 }
 
-/// The current thread's block in thread-local storage.
+/// The calling thread's TLS word: its `ThreadState` pointer, 0 before registration.
+///
+/// # Safety
+/// The thread has a TLS block (the platform's contract, see the module documentation).
 #[inline(always)]
-pub fn tls_block() -> *mut ThreadLocal {
-    let block: *mut ThreadLocal;
-    // SAFETY: reads the thread pointer (%fs:0) and adds a link-time constant; no memory is
-    // written. Every thread of a program that links the backend has this TLS block.
+pub unsafe fn tls_get() -> usize {
+    let v: usize;
+    // SAFETY: reads this thread's TLS word; no other memory is touched.
     unsafe {
+        #[cfg(not(feature = "initial-exec"))]
         core::arch::asm!(
-            "mov {b}, qword ptr fs:[0]",
-            "lea {b}, [{b} + vftrace_tls_block@tpoff]",
-            b = out(reg) block,
-            options(nostack, readonly, preserves_flags, pure),
+            "mov {v}, qword ptr fs:[vftrace_thread_state@tpoff]",
+            v = out(reg) v,
+            options(nostack, readonly, preserves_flags),
+        );
+        #[cfg(feature = "initial-exec")]
+        core::arch::asm!(
+            "mov {v}, qword ptr [rip + vftrace_thread_state@gottpoff]",
+            "mov {v}, qword ptr fs:[{v}]",
+            v = out(reg) v,
+            options(nostack, readonly, preserves_flags),
         );
     }
-    block
+    v
+}
+
+/// Sets the calling thread's TLS word.
+///
+/// # Safety
+/// As for [`tls_get`]; `v` is 0, `TLS_FAILED` or a state of this thread.
+#[inline(always)]
+pub unsafe fn tls_set(v: usize) {
+    // SAFETY: writes this thread's TLS word only.
+    unsafe {
+        #[cfg(not(feature = "initial-exec"))]
+        core::arch::asm!(
+            "mov qword ptr fs:[vftrace_thread_state@tpoff], {v}",
+            v = in(reg) v,
+            options(nostack, preserves_flags),
+        );
+        #[cfg(feature = "initial-exec")]
+        core::arch::asm!(
+            "mov {t}, qword ptr [rip + vftrace_thread_state@gottpoff]",
+            "mov qword ptr fs:[{t}], {v}",
+            v = in(reg) v,
+            t = out(reg) _,
+            options(nostack, preserves_flags),
+        );
+    }
 }
 
 /// Whether the return-address slot of an instrumented function is really the start of a

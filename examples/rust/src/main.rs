@@ -223,13 +223,6 @@ fn main() {
     }
     if trace {
         let s = vftrace::dump(&out).unwrap_or_else(|e| panic!("vftrace::dump({out}): {e}"));
-        eprintln!(
-            "vftrace: wrote {out}: {} threads, {} records, {} lost, {} calls not hooked (TSC {:.3} MHz)",
-            s.threads,
-            s.records,
-            s.lost,
-            s.unhooked,
-            s.tsc_hz / 1e6
-        );
+        eprintln!("vftrace: wrote {out}: {} (TSC {:.3} MHz)", s.describe(), s.tsc_hz / 1e6);
     }
 }

@@ -1,10 +1,18 @@
 //! A Hermit unikernel: application, std and kernel are one static PIE image, which uhyve
 //! loaded somewhere (ASLR) and which has no file inside the guest.
+use crate::backend::{state_size, InitError, Platform, ThreadInfo};
 use std::io;
 use std::path::{Path, PathBuf};
 use vftrace_format::dir::TraceDirWriter;
 use vftrace_format::info::Info;
 use vftrace_format::maps::{self, MapEntry};
+use vftrace_format::pool::Pool;
+
+/// Not used on Hermit (there is no `vftrace record` inside a unikernel).
+pub const RECORD_DIR_VAR: &str = "VFTRACE_DIR";
+
+/// Threads (Hermit tasks) traced at once.
+const MAX_LIVE_THREADS: usize = 32;
 
 /// Names the image in the trace (uhyve: `-e VFTRACE_EXE=PATH`): the host path of the ELF
 /// that `vftrace sym` later reads, so that its .sym file lands under the name uftrace wants.
@@ -20,10 +28,69 @@ extern "C" {
     static _end: u8;
 }
 
-pub extern "C" fn thread_id() -> u64 {
+extern "C" fn thread_info(out: *mut ThreadInfo) {
     // SAFETY: sys_gettid reads the current task's id without locks or stack switches.
     let tid = unsafe { sys_gettid() };
-    u64::try_from(tid).unwrap_or(u64::MAX)
+    let tid = u64::try_from(tid).unwrap_or(u64::MAX);
+    // SAFETY: the backend passes a valid out-pointer. One image, one "process": pid 1.
+    unsafe {
+        *out = ThreadInfo {
+            pid: 1,
+            tid,
+            stack_lo: 0,
+            stack_hi: 0,
+        }
+    };
+}
+
+pub fn platform() -> Platform {
+    Platform {
+        thread_info: Some(thread_info),
+        ..Platform::default()
+    }
+}
+
+fn zeroed(bytes: usize) -> Result<*mut u8, InitError> {
+    let layout =
+        std::alloc::Layout::from_size_align(bytes.max(1), 4096).map_err(|_| InitError::OutOfMemory)?;
+    // SAFETY: the layout has a non-zero size; the block is kept for the program.
+    let p = unsafe { std::alloc::alloc_zeroed(layout) };
+    if p.is_null() {
+        return Err(InitError::OutOfMemory);
+    }
+    Ok(p)
+}
+
+pub fn state_arena() -> Result<(*mut u8, usize), InitError> {
+    let len = MAX_LIVE_THREADS * state_size() + 64;
+    Ok((zeroed(len)?, len))
+}
+
+pub fn map_pool(bytes: usize) -> Result<*mut u8, InitError> {
+    zeroed(bytes)
+}
+
+pub struct Attached {
+    pub pool: Pool,
+    pub config: crate::backend::Config,
+}
+
+pub fn recorder_pool() -> Result<Option<Attached>, InitError> {
+    Ok(None)
+}
+
+/// Tasks end inside the kernel and Hermit has no fork: nothing to arrange.
+pub fn install(_fork_child: extern "C" fn()) {}
+
+pub fn announce_session(_pool: &Pool, _sid: &str, _tsc: u64, _recorded: bool) -> u64 {
+    0
+}
+
+pub fn announce_fork(_pool: &Pool, _recorded: bool) {}
+
+/// Hermit's panics abort: there is no unwinder to wrap.
+pub fn unwinder_wrapped() -> bool {
+    true
 }
 
 pub fn executable() -> io::Result<PathBuf> {
@@ -53,7 +120,7 @@ pub fn info(exename: String) -> Info {
 
 /// Not in the guest: building a symbol table from the multi-megabyte image takes minutes
 /// under emulation. The host writes it from the same ELF: `vftrace sym ELF -d TRACE_DIR`.
-pub fn write_executable_symbols(
+pub fn write_module_symbols(
     _writer: &mut TraceDirWriter,
     _exe: &Path,
     _exename: &str,

@@ -1,0 +1,587 @@
+//! Per-thread state: the shadow stack, the chunk the thread writes and what it still has to
+//! say; registering a thread, handing its chunks over, ending it, and a forked child's restart.
+//!
+//! Thread-local storage holds one pointer to a [`ThreadState`] (8 bytes of TLS, so that the
+//! tracer does not take stack away from threads with small stacks); the state itself comes
+//! from an arena of private memory the frontend hands over, recycled when threads end.
+use crate::arch::{self, rdtsc};
+use crate::filter::ConfigExt;
+use crate::globals::Globals;
+use crate::platform::PlatformExt;
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering::*};
+use vftrace_format::pool::{chunk_flags, chunk_state, slot_state, ChunkDesc, Pool, PoolMode};
+use vftrace_format::record::{pack_word, RecordType};
+
+/// Deepest nesting that is hooked; uftrace's depth field has 10 bits.
+pub const SHADOW_STACK_DEPTH: usize = 1024;
+
+/// `ThreadState::gate`: the fast paths run only when it is `GATE_OPEN`.
+pub const GATE_OPEN: usize = 1;
+/// Every event takes the slow path (filters on, something pending).
+pub const GATE_SLOW: usize = 2;
+// Any other value: the backend is running on this thread; the value is the return slot of the
+// call it is handling, so that a mark left behind by `siglongjmp` can be told from a live one.
+
+/// The TLS value of a thread that could not be registered (no state or slot was free): it is
+/// not traced, and not retried on every call.
+pub const TLS_FAILED: usize = 1;
+
+pub mod frame_flags {
+    /// Its entry is in the trace: its exit goes there too.
+    pub const RECORDED: u32 = 1;
+    /// `-t`: its entry is kept back until the call proves long enough.
+    pub const DEFERRED: u32 = 2;
+    /// `-F`: tracing is on inside it.
+    pub const ONLY: u32 = 4;
+    /// `-N`: tracing is off inside it (hooked only to see it return).
+    pub const NEVER: u32 = 8;
+}
+
+pub mod state_flags {
+    /// Return addresses were put back for an unwinder: hook the surviving frames again at the
+    /// next event.
+    pub const UNWOUND: u32 = 1;
+    /// A forked child: take a slot and chunk of its own before the next record.
+    pub const REREGISTER: u32 = 2;
+    /// Some frame lies outside the thread's own stack (a coroutine, a signal stack): the fast
+    /// path's "lower address means nested" rule does not hold, so every event is classified.
+    pub const OFF_HOME: u32 = 4;
+    /// No chunk: records are being dropped.
+    pub const CHUNKLESS: u32 = 8;
+}
+
+/// One hooked call.
+#[derive(Clone, Copy, Debug)]
+#[repr(C)]
+pub struct Frame {
+    /// The return address the trampoline replaced (the trampoline itself for a tail call).
+    pub ret: usize,
+    /// Where it was: the function's return-address slot.
+    pub slot: usize,
+    /// An address inside the function (mcount's call site).
+    pub func: usize,
+    /// [`frame_flags`].
+    pub flags: u32,
+    /// Its depth among recorded calls.
+    pub rdepth: u32,
+    /// Its entry time, while `DEFERRED`.
+    pub entry_time: u64,
+}
+
+#[repr(C)]
+pub struct ThreadState {
+    /// See [`GATE_OPEN`]. First, so that the fast paths find it at offset 0.
+    pub gate: usize,
+    pub depth: u32,
+    /// [`state_flags`].
+    pub flags: u32,
+    /// The chunk being written (null: none).
+    pub desc: *mut ChunkDesc,
+    pub chunk: u32,
+    /// Thread slot index in the pool.
+    pub slot: u32,
+    pub serial: u64,
+    /// Latest timestamp, carried from chunk to chunk.
+    pub last_time: u64,
+    /// Records to announce in a LOST record as soon as one can be written.
+    pub pending_lost: u64,
+    /// Calls a signal handler made while the backend ran on this thread; only the handler's
+    /// path adds to it, the normal path takes it with one `swap`.
+    pub signal_skipped: AtomicU64,
+    /// Recorded frames on the shadow stack (with filters, fewer than `depth`).
+    pub record_depth: u32,
+    /// Active `-F` frames and `-N` frames.
+    pub filter_only: u32,
+    pub filter_never: u32,
+    _pad: u32,
+    /// The thread's own stack (0, 0: unknown).
+    pub stack_lo: usize,
+    pub stack_hi: usize,
+    /// The signal stack as last asked of the platform in this slow path: `[lo, hi, known]`.
+    pub sig_cache: core::cell::Cell<[usize; 3]>,
+    /// Arena free-list link (index + 1).
+    next_free: usize,
+    pub frames: [Frame; SHADOW_STACK_DEPTH],
+}
+
+impl ThreadState {
+    /// The gate value for this thread when the backend is not running on it.
+    pub fn settled_gate(&self, g: &Globals) -> usize {
+        let slow = self.flags != 0
+            || self.desc.is_null()
+            || self.pending_lost != 0
+            || self.signal_skipped.load(Relaxed) != 0
+            || g.config.any();
+        if slow {
+            GATE_SLOW
+        } else {
+            GATE_OPEN
+        }
+    }
+
+    /// The signal stack the thread runs on, asked of the platform once per slow path.
+    pub fn signal_stack(&self, g: &Globals) -> Option<(usize, usize)> {
+        let [lo, hi, known] = self.sig_cache.get();
+        if known != 0 {
+            return (lo < hi).then_some((lo, hi));
+        }
+        let found = g.platform.signal_stack();
+        let (lo, hi) = found.unwrap_or((0, 0));
+        self.sig_cache.set([lo, hi, 1]);
+        found
+    }
+
+    /// Forgets the cached signal stack (at the start of each slow path).
+    pub fn forget_signal_stack(&self) {
+        self.sig_cache.set([0, 0, 0]);
+    }
+
+    /// The recorded depth a new record of this thread has.
+    pub fn current_rdepth(&self, g: &Globals) -> u32 {
+        if g.config.any() {
+            self.record_depth
+        } else {
+            self.depth
+        }
+    }
+}
+
+/// Private memory cut into `ThreadState`s, recycled through a tagged free list.
+pub(crate) struct StateArena {
+    base: usize,
+    count: usize,
+    bump: AtomicUsize,
+    /// `(tag << 32) | (index + 1)`.
+    free: AtomicU64,
+}
+
+impl StateArena {
+    /// # Safety
+    /// `mem` points to `len` bytes of private memory, aligned to 64, kept for the program.
+    pub unsafe fn new(mem: *mut u8, len: usize) -> StateArena {
+        let start = (mem as usize).next_multiple_of(64);
+        let usable = len.saturating_sub(start - mem as usize);
+        StateArena {
+            base: start,
+            count: usable / core::mem::size_of::<ThreadState>(),
+            bump: AtomicUsize::new(0),
+            free: AtomicU64::new(0),
+        }
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.count
+    }
+
+    fn at(&self, index: usize) -> *mut ThreadState {
+        (self.base + index * core::mem::size_of::<ThreadState>()) as *mut ThreadState
+    }
+
+    /// A zeroed state, or None if the arena is used up.
+    pub fn alloc(&self) -> Option<*mut ThreadState> {
+        let mut h = self.free.load(Acquire);
+        let index = loop {
+            let i = (h & 0xffff_ffff) as usize;
+            if i == 0 {
+                if self.bump.load(Relaxed) >= self.count {
+                    return None;
+                }
+                let i = self.bump.fetch_add(1, Relaxed);
+                if i >= self.count {
+                    return None;
+                }
+                break i;
+            }
+            // SAFETY: i - 1 < count: free-list entries came from this arena.
+            let next = unsafe { (*self.at(i - 1)).next_free } as u64;
+            let tagged = ((h >> 32).wrapping_add(1) << 32) | next;
+            match self.free.compare_exchange_weak(h, tagged, Acquire, Acquire) {
+                Ok(_) => break i - 1,
+                Err(now) => h = now,
+            }
+        };
+        let st = self.at(index);
+        // SAFETY: the state is ours now; all-zero is a valid `ThreadState`.
+        unsafe { core::ptr::write_bytes(st as *mut u8, 0, core::mem::size_of::<ThreadState>()) };
+        Some(st)
+    }
+
+    /// # Safety
+    /// `st` came from `alloc` and is no longer used by its thread.
+    pub unsafe fn free(&self, st: *mut ThreadState) {
+        let index = (st as usize - self.base) / core::mem::size_of::<ThreadState>();
+        let mut h = self.free.load(Relaxed);
+        loop {
+            // SAFETY: the caller hands the state back; nobody else touches it.
+            unsafe { (*st).next_free = (h & 0xffff_ffff) as usize };
+            let tagged = ((h >> 32).wrapping_add(1) << 32) | (index as u64 + 1);
+            match self.free.compare_exchange_weak(h, tagged, Release, Relaxed) {
+                Ok(_) => return,
+                Err(now) => h = now,
+            }
+        }
+    }
+}
+
+/// Registers the calling thread: a state, a slot, a first chunk. None if it cannot be traced
+/// (counted once, in the pool header).
+///
+/// # Safety
+/// Called from the slow path of the calling thread, which has no state yet.
+pub(crate) unsafe fn register(g: &'static Globals) -> Option<&'static mut ThreadState> {
+    let Some(st) = g.arena.alloc() else {
+        untraceable(g);
+        return None;
+    };
+    // SAFETY: fresh state, owned by this thread.
+    let st = unsafe { &mut *st };
+    st.gate = usize::MAX; // busy while the callbacks run (they may be instrumented)
+    // SAFETY: TLS of the calling thread.
+    unsafe { arch::tls_set(st as *mut ThreadState as usize) };
+    let info = g.platform.thread_info();
+    st.stack_lo = info.stack_lo;
+    st.stack_hi = info.stack_hi;
+    if !attach_slot(g, st, &info) {
+        // SAFETY: nobody else has seen the state.
+        unsafe {
+            arch::tls_set(TLS_FAILED);
+            g.arena.free(st);
+        }
+        untraceable(g);
+        return None;
+    }
+    if let Some(started) = g.platform.thread_started {
+        started();
+    }
+    st.gate = GATE_SLOW;
+    Some(st)
+}
+
+fn untraceable(g: &Globals) {
+    g.pool.header().threads_untraced.fetch_add(1, Relaxed);
+    // SAFETY: TLS of the calling thread.
+    unsafe { arch::tls_set(TLS_FAILED) };
+}
+
+/// The process-wide session (the message ticket of this image's `Session` message).
+pub(crate) static SESSION: AtomicU64 = AtomicU64::new(0);
+
+/// Takes a thread slot for `st` and its first chunk.
+fn attach_slot(g: &Globals, st: &mut ThreadState, info: &crate::platform::ThreadInfo) -> bool {
+    let Some((index, serial)) = g.pool.claim_slot() else {
+        return false;
+    };
+    let slot = g.pool.slot(index);
+    slot.pid.store(info.pid, Relaxed);
+    slot.tid.store(info.tid, Relaxed);
+    slot.serial.store(serial, Relaxed);
+    slot.session.store(SESSION.load(Relaxed), Relaxed);
+    for counter in [
+        &slot.chunks,
+        &slot.records,
+        &slot.lost,
+        &slot.overwritten,
+        &slot.unrecorded,
+        &slot.closed_early,
+        &slot.end_tsc,
+    ] {
+        counter.store(0, Relaxed);
+    }
+    slot.oldest.store(0, Relaxed);
+    slot.newest.store(0, Relaxed);
+    slot.start_tsc.store(rdtsc(), Relaxed);
+    st.slot = index;
+    st.serial = serial;
+    st.desc = core::ptr::null_mut();
+    // Without a chunk the thread still counts what it loses.
+    // SAFETY: the state and slot are this thread's.
+    unsafe { next_chunk(g, st) };
+    true
+}
+
+/// Owner-only counter increment: a load and a store, no locked instruction.
+#[inline(always)]
+pub fn bump(counter: &AtomicU64, by: u64) {
+    counter.store(counter.load(Relaxed) + by, Relaxed);
+}
+
+/// Writes one record if there is room (taking a new chunk if needed). False: it was dropped
+/// (and counted).
+///
+/// # Safety
+/// `st` is the calling thread's registered state.
+pub(crate) unsafe fn push_record(g: &Globals, st: &mut ThreadState, time: u64, word: u64) -> bool {
+    // SAFETY: the chunk is this thread's (or null).
+    if !unsafe { room(g, st) } {
+        bump(&g.pool.slot(st.slot).lost, 1);
+        st.pending_lost += 1;
+        return false;
+    }
+    // What went missing since the last record is announced right before this one, in one LOST
+    // record (uftrace shows it where it happened).
+    if st.pending_lost > 0 {
+        let lost = pack_word(RecordType::Lost, st.current_rdepth(g) as u16, st.pending_lost);
+        st.pending_lost = 0;
+        // SAFETY: room() left space for one record.
+        unsafe { write_record(st, time, lost) };
+        // SAFETY: as above.
+        if !unsafe { room(g, st) } {
+            bump(&g.pool.slot(st.slot).lost, 1);
+            st.pending_lost += 1;
+            return false;
+        }
+    }
+    // SAFETY: room() left a current chunk with space for one record.
+    unsafe { write_record(st, time, word) };
+    true
+}
+
+/// # Safety
+/// The current chunk has room for one record.
+#[inline(always)]
+pub(crate) unsafe fn write_record(st: &mut ThreadState, time: u64, word: u64) {
+    // SAFETY: the caller's contract.
+    let d = unsafe { &*st.desc };
+    let t = time.max(st.last_time);
+    st.last_time = t;
+    d.last_time.store(t, Relaxed);
+    let w = d.write.load(Relaxed);
+    // SAFETY: w < end: inside the chunk this thread owns.
+    unsafe { (w as *mut [u64; 2]).write([t, word]) };
+    d.write.store(w + 16, Release);
+}
+
+/// Whether the current chunk has room for a record, taking a new one if not.
+unsafe fn room(g: &Globals, st: &mut ThreadState) -> bool {
+    if !st.desc.is_null() {
+        // SAFETY: the current chunk is this thread's.
+        let d = unsafe { &*st.desc };
+        if d.write.load(Relaxed) != d.end.load(Relaxed) {
+            return true;
+        }
+    }
+    // SAFETY: forwarded.
+    unsafe { next_chunk(g, st) }
+}
+
+/// Hands the current chunk over (if any) and starts a new one. False if none could be had:
+/// the thread is chunkless until one is.
+#[cold]
+unsafe fn next_chunk(g: &Globals, st: &mut ThreadState) -> bool {
+    if !st.desc.is_null() {
+        // SAFETY: this thread's chunk.
+        unsafe { publish(g, st, false) };
+    }
+    match take_chunk(g, st) {
+        Some(i) => {
+            if st.flags & state_flags::CHUNKLESS != 0 {
+                st.flags &= !state_flags::CHUNKLESS;
+                g.pool.header().chunkless_threads.fetch_sub(1, Relaxed);
+            }
+            start_chunk(g, st, i);
+            true
+        }
+        None => {
+            if st.flags & state_flags::CHUNKLESS == 0 {
+                st.flags |= state_flags::CHUNKLESS;
+                g.pool.header().chunkless_threads.fetch_add(1, Relaxed);
+            }
+            false
+        }
+    }
+}
+
+/// Publishes the current chunk: it is the consumer's from here on.
+///
+/// # Safety
+/// `st.desc` is this thread's current chunk.
+pub(crate) unsafe fn publish(g: &Globals, st: &mut ThreadState, last: bool) {
+    // SAFETY: the caller's contract.
+    let d = unsafe { &*st.desc };
+    let bytes = g.pool.layout().chunk_bytes as u64;
+    let records = (d.write.load(Relaxed) - (d.end.load(Relaxed) - bytes)) / 16;
+    bump(&g.pool.slot(st.slot).records, records);
+    if last {
+        d.flags.store(chunk_flags::LAST, Relaxed);
+    }
+    d.state.store(chunk_state::FULL, Release);
+    st.desc = core::ptr::null_mut();
+}
+
+fn take_chunk(g: &Globals, st: &ThreadState) -> Option<u32> {
+    let pool = &g.pool;
+    match pool.mode() {
+        PoolMode::StopWhenFull => pool.pop_free(),
+        PoolMode::Ring => {
+            // A quarter of the pool stays for threads that start late: a thread that already
+            // rotates through two chunks reuses its own oldest instead.
+            let slot = pool.slot(st.slot);
+            let reserve = slot.chunks.load(Relaxed) >= 2
+                && pool.free_chunks_hint() < u64::from(pool.chunk_count()) / 4;
+            if !reserve {
+                if let Some(i) = pool.pop_free() {
+                    return Some(i);
+                }
+            }
+            reuse_oldest(pool, st)
+        }
+        PoolMode::Wait => {
+            // Waits as long as the consumer shows signs of life.
+            let mut beat = pool.header().consumer_heartbeat.load(Relaxed);
+            let mut idle = 0u32;
+            loop {
+                if let Some(i) = pool.pop_free() {
+                    return Some(i);
+                }
+                match g.platform.wait {
+                    Some(wait) => wait(),
+                    None => core::hint::spin_loop(),
+                }
+                let now = pool.header().consumer_heartbeat.load(Relaxed);
+                if now != beat {
+                    (beat, idle) = (now, 0);
+                } else {
+                    idle += 1;
+                    if idle > 20_000 {
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Ring mode: takes back this thread's oldest published chunk.
+fn reuse_oldest(pool: &Pool, st: &ThreadState) -> Option<u32> {
+    let slot = pool.slot(st.slot);
+    let oldest = slot.oldest.load(Relaxed).checked_sub(1)?;
+    let d = pool.desc(oldest);
+    d.state
+        .compare_exchange(chunk_state::FULL, chunk_state::OWNED, Acquire, Relaxed)
+        .ok()?;
+    let bytes = pool.layout().chunk_bytes as u64;
+    let held = (d.write.load(Relaxed) - (d.end.load(Relaxed) - bytes)) / 16;
+    bump(&slot.overwritten, held);
+    let next = d.next_in_thread.load(Relaxed);
+    slot.oldest.store(next, Relaxed);
+    if next == 0 {
+        slot.newest.store(0, Relaxed);
+    }
+    Some(oldest)
+}
+
+fn start_chunk(g: &Globals, st: &mut ThreadState, i: u32) {
+    let pool = &g.pool;
+    let slot = pool.slot(st.slot);
+    let d = pool.desc(i);
+    let data = pool.chunk_data(i) as u64;
+    d.generation
+        .store(d.generation.load(Relaxed).wrapping_add(1), Relaxed);
+    d.serial.store(st.serial, Relaxed);
+    let seq = slot.chunks.load(Relaxed);
+    d.seq.store(seq, Relaxed);
+    slot.chunks.store(seq + 1, Relaxed);
+    d.slot.store(st.slot, Relaxed);
+    d.next_in_thread.store(0, Relaxed);
+    d.flags.store(0, Relaxed);
+    d.last_time.store(st.last_time, Relaxed);
+    d.end
+        .store(data + pool.layout().chunk_bytes as u64, Relaxed);
+    d.write.store(data, Release);
+    d.state.store(chunk_state::OWNED, Release);
+    match slot.newest.load(Relaxed).checked_sub(1) {
+        Some(prev) => pool.desc(prev).next_in_thread.store(i + 1, Relaxed),
+        None => slot.oldest.store(i + 1, Relaxed),
+    }
+    slot.newest.store(i + 1, Relaxed);
+    st.desc = d as *const ChunkDesc as *mut ChunkDesc;
+    st.chunk = i;
+}
+
+/// The calling thread ends: its open frames are closed, its chunk published with the LAST
+/// flag, its slot marked EXITED and its state recycled. Events after this (later TLS
+/// destructors) register it again.
+///
+/// # Safety
+/// Called on the ending thread, outside the backend.
+pub(crate) unsafe fn thread_exit(g: &Globals) {
+    // SAFETY: TLS of the calling thread.
+    let raw = unsafe { arch::tls_get() };
+    if raw <= TLS_FAILED {
+        return;
+    }
+    // SAFETY: a registered state of this thread.
+    let st = unsafe { &mut *(raw as *mut ThreadState) };
+    st.gate = usize::MAX;
+    let now = rdtsc();
+    // The thread's stack is going away: frames still open ended with it.
+    while st.depth > 0 {
+        // SAFETY: the state is ours; the frames' slots are not touched (the stack is dying).
+        unsafe { crate::shadow::close_top(g, st, now, false) };
+    }
+    if st.flags & state_flags::REREGISTER == 0 {
+        if !st.desc.is_null() {
+            // SAFETY: our chunk.
+            unsafe { publish(g, st, true) };
+        }
+        if st.flags & state_flags::CHUNKLESS != 0 {
+            g.pool.header().chunkless_threads.fetch_sub(1, Relaxed);
+        }
+        let slot = g.pool.slot(st.slot);
+        slot.end_tsc.store(now, Relaxed);
+        slot.state.store(slot_state::EXITED, Release);
+    }
+    // SAFETY: TLS of the calling thread; the state is no longer reachable from it.
+    unsafe {
+        arch::tls_set(0);
+        g.arena.free(st);
+    }
+}
+
+/// In a forked child: the calling thread (the only one) keeps its shadow stack, but its slot
+/// and chunk are the parent's. It takes its own before its next record.
+///
+/// # Safety
+/// Called in the child right after fork, before any traced code runs.
+pub(crate) unsafe fn fork_child() {
+    // SAFETY: TLS of the calling thread.
+    let raw = unsafe { arch::tls_get() };
+    if raw <= TLS_FAILED {
+        return;
+    }
+    // SAFETY: the state is this thread's own copy.
+    let st = unsafe { &mut *(raw as *mut ThreadState) };
+    st.desc = core::ptr::null_mut();
+    st.flags = (st.flags | state_flags::REREGISTER) & !state_flags::CHUNKLESS;
+    st.pending_lost = 0;
+    st.gate = GATE_SLOW;
+}
+
+/// A forked child's first event: a slot and chunk of its own (ids from the platform again).
+pub(crate) fn reregister(g: &Globals, st: &mut ThreadState) -> bool {
+    st.flags &= !state_flags::REREGISTER;
+    let info = g.platform.thread_info();
+    if !attach_slot(g, st, &info) {
+        return false;
+    }
+    if let Some(started) = g.platform.thread_started {
+        started();
+    }
+    true
+}
+
+/// Counts a call that could not be recorded, to be announced as a LOST record (two records:
+/// its entry and its exit).
+pub(crate) fn count_unrecorded(g: &Globals, st: &mut ThreadState, calls: u64) {
+    bump(&g.pool.slot(st.slot).unrecorded, calls);
+    st.pending_lost += 2 * calls;
+}
+
+/// Takes the calls a signal handler could not trace into the pending count (announced with the
+/// next record).
+pub(crate) fn take_signal_skips(g: &Globals, st: &mut ThreadState) {
+    let skipped = st.signal_skipped.swap(0, Relaxed);
+    if skipped != 0 {
+        count_unrecorded(g, st, skipped);
+    }
+}

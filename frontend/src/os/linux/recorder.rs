@@ -1,0 +1,126 @@
+//! Under `vftrace record`: the pool is the recorder's shared memory (named in the environment,
+//! see `vftrace_format::recording`), the options come from the environment too, and the process
+//! tells the recorder when it starts (or execs) and forks, through the pool's messages.
+use crate::backend::{Config, InitError};
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use vftrace_format::pool::{message_kind, ForkMessage, Pool, SessionMessage, MESSAGE_PAYLOAD};
+use vftrace_format::recording::{DEPTH_VAR, DIR_VAR, POOL_VAR, TIME_FILTER_VAR};
+
+/// Where the recorder writes the trace.
+pub const RECORD_DIR_VAR: &str = DIR_VAR;
+
+/// The recorder's pool, mapped into this process, and the options it asked for.
+pub struct Attached {
+    pub pool: Pool,
+    pub config: Config,
+}
+
+/// The recorder's pool if this process runs under `vftrace record`.
+pub fn recorder_pool() -> Result<Option<Attached>, InitError> {
+    let Some(path) = std::env::var_os(POOL_VAR) else {
+        return Ok(None);
+    };
+    let c_path = CString::new(path.as_bytes()).map_err(|_| InitError::BadRecorderPool)?;
+    // SAFETY: open/fstat/mmap/close on a path we own the string of; the mapping is kept for the
+    // rest of the program.
+    let (mem, len) = unsafe {
+        let fd = libc::open(c_path.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC);
+        if fd < 0 {
+            return Err(InitError::BadRecorderPool);
+        }
+        let mut st: libc::stat = std::mem::zeroed();
+        let len = if libc::fstat(fd, &mut st) == 0 { st.st_size as usize } else { 0 };
+        let mem = if len == 0 {
+            libc::MAP_FAILED
+        } else {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd,
+                0,
+            )
+        };
+        libc::close(fd);
+        if mem == libc::MAP_FAILED {
+            return Err(InitError::BadRecorderPool);
+        }
+        (mem as *mut u8, len)
+    };
+    // SAFETY: the mapping is `len` bytes and stays mapped.
+    let pool = unsafe { Pool::attach(mem, len) }.map_err(|_| InitError::BadRecorderPool)?;
+    let number = |var: &str| {
+        std::env::var(var)
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let config = Config {
+        max_depth: number(DEPTH_VAR).min(u32::MAX as u64) as u32,
+        time_threshold: number(TIME_FILTER_VAR),
+        ..crate::filters::from_env()
+    };
+    Ok(Some(Attached { pool, config }))
+}
+
+/// Tells the recorder (through the pool) that this image starts a session, and writes its
+/// memory map into the trace directory; in-process, only the message. Returns the message's
+/// ticket (the session's number for the threads that register).
+pub fn announce_session(pool: &Pool, sid: &str, tsc: u64, recorded: bool) -> u64 {
+    let exe = std::env::current_exe().unwrap_or_default();
+    let exe = exe.as_os_str().as_bytes();
+    let mut sid16 = [b'0'; 16];
+    let n = sid.len().min(16);
+    sid16[..n].copy_from_slice(&sid.as_bytes()[..n]);
+    // SAFETY: getpid/getppid have no preconditions.
+    let (pid, ppid) = unsafe { (libc::getpid() as u32, libc::getppid() as u32) };
+    let msg = SessionMessage {
+        pid,
+        ppid,
+        tsc,
+        sid: sid16,
+        exe,
+    };
+    let mut buf = [0u8; MESSAGE_PAYLOAD];
+    let len = msg.encode(&mut buf);
+    if recorded {
+        if let Some(dir) = std::env::var_os(DIR_VAR) {
+            write_map_file(std::path::Path::new(&dir), sid);
+        }
+    }
+    pool.post_message(message_kind::SESSION, &buf[..len])
+}
+
+/// The map as it is now, written beside and renamed, so that the recorder never reads half a
+/// file. Failing is not fatal: the recorder reads /proc itself if the file is missing.
+fn write_map_file(dir: &std::path::Path, sid: &str) {
+    let name = vftrace_format::dir::map_file_name(sid);
+    let tmp = dir.join(format!(".{name}.{}", std::process::id()));
+    let ok = std::fs::File::create(&tmp)
+        .and_then(|f| vftrace_format::maps::write_current_process_map(std::io::BufWriter::new(f)))
+        .and_then(|_| std::fs::rename(&tmp, dir.join(&name)));
+    if ok.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+}
+
+/// In a forked child (async-signal-safe: only system calls and the pool): tells the recorder
+/// which process it came from.
+pub fn announce_fork(pool: &Pool, recorded: bool) {
+    if !recorded {
+        return;
+    }
+    // SAFETY: plain system calls.
+    let (pid, ppid, tid) = unsafe { (libc::getpid() as u32, libc::getppid() as u32, libc::gettid() as u64) };
+    let msg = ForkMessage {
+        pid,
+        ppid,
+        tid,
+        tsc: crate::backend::rdtsc(),
+    };
+    let mut buf = [0u8; MESSAGE_PAYLOAD];
+    let len = msg.encode(&mut buf);
+    pool.post_message(message_kind::FORK, &buf[..len]);
+}
