@@ -17,6 +17,7 @@ const EXPORTS: &[&str] = &[
     "vftrace_backend_enable",
     "vftrace_backend_disable",
     "vftrace_backend_set_session",
+    "vftrace_backend_silence",
     "vftrace_backend_thread_exit",
     "vftrace_backend_fork_child",
     "vftrace_backend_unwind_begin",

@@ -43,6 +43,10 @@ pub(crate) fn install(g: Globals) -> bool {
     }
     // SAFETY: we won CLAIMED, so nobody else writes; nobody reads before READY.
     let installed = unsafe { (*GLOBALS.0.get()).write(g) };
+    if SILENCED.load(Acquire) {
+        READY.store(true, Release);
+        return true;
+    }
     ENABLED_WORD.store(
         &installed.pool.header().enabled.0 as *const AtomicU32 as *mut AtomicU32,
         Release,
@@ -59,4 +63,12 @@ pub(crate) fn get() -> Option<&'static Globals> {
     } else {
         None
     }
+}
+
+static SILENCED: AtomicBool = AtomicBool::new(false);
+
+/// Points mcount at the zero word again, for good.
+pub(crate) fn silence() {
+    SILENCED.store(true, Release);
+    ENABLED_WORD.store(&OFF as *const AtomicU32 as *mut AtomicU32, Release);
 }

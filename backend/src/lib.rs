@@ -115,6 +115,13 @@ pub extern "C" fn vftrace_backend_disable() {
     }
 }
 
+/// Stops this copy of the backend for good, whatever the pool says (another tracer in the same
+/// process takes over: a program that links vftrace, run under `vftrace record`).
+#[no_mangle]
+pub extern "C" fn vftrace_backend_silence() {
+    globals::silence();
+}
+
 /// Which session (the ticket of the process's `Session` message) threads registering from now
 /// on belong to.
 #[no_mangle]

@@ -257,12 +257,13 @@ fn same_stack(g: &Globals, st: &ThreadState, a: usize, b: usize) -> bool {
     }
 }
 
-/// Whether a busy mark (the slot `busy` of the backend call that set it) was left behind: the
-/// event at `s` happens above it on the same stack, so that call is gone. Without stack bounds
-/// nothing can be told: never stale.
+/// Whether a busy mark (the slot `busy` of the call whose mcount set it) was left behind. The
+/// backend runs below that slot; a signal handler interrupting it runs further below, so an
+/// event at or above the slot on the same stack means that backend call is gone (a handler
+/// `siglongjmp`ed out of it). Without stack bounds nothing can be told: never stale.
 fn busy_is_stale(g: &Globals, st: &ThreadState, busy: usize, s: usize) -> bool {
     // usize::MAX marks the backend's own non-call work (registration, unwinding support).
-    st.stack_hi != 0 && busy != usize::MAX && s > busy && same_stack(g, st, s, busy)
+    st.stack_hi != 0 && busy != usize::MAX && s >= busy && same_stack(g, st, s, busy)
 }
 
 /// Closes the frames that a call at slot `s` shows to be over: dead frames on its own stack,

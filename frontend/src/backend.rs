@@ -22,6 +22,7 @@ pub(crate) mod ffi {
         pub fn vftrace_backend_enable();
         pub fn vftrace_backend_disable();
         pub fn vftrace_backend_set_session(ticket: u64);
+        pub fn vftrace_backend_silence();
         pub fn vftrace_backend_thread_exit();
         pub fn vftrace_backend_fork_child();
         pub fn vftrace_backend_unwind_begin();
@@ -117,6 +118,12 @@ pub fn disable() {
     unsafe { ffi::vftrace_backend_disable() }
 }
 
+/// Stops tracing in this process for good (not in others sharing a recorder's pool).
+pub fn disable_here() {
+    // SAFETY: no preconditions.
+    unsafe { ffi::vftrace_backend_silence() }
+}
+
 /// The raw TSC, read exactly as the backend reads it.
 pub fn rdtsc() -> u64 {
     // SAFETY: no preconditions.
@@ -154,7 +161,7 @@ pub(crate) fn unwind_caught(sp: usize) {
 }
 
 /// A stack walk that did not unwind is over.
-pub(crate) fn walk_end() {
+pub fn walk_end() {
     // SAFETY: acts on the calling thread's own stack only.
     unsafe { ffi::vftrace_backend_walk_end() }
 }

@@ -39,7 +39,7 @@ pub extern "C" fn vftrace_disable() {
 #[no_mangle]
 pub unsafe extern "C" fn vftrace_dump(dir: *const c_char) -> c_int {
     // Before anything allocates: the program's allocator may be instrumented.
-    crate::disable();
+    crate::dump::quiesce();
     if dir.is_null() {
         eprintln!("vftrace_dump: directory is NULL");
         return -1;

@@ -136,9 +136,18 @@ pub fn dump(dir: impl AsRef<Path>) -> io::Result<DumpSummary> {
     dump_to(dir.as_ref())
 }
 
+/// Stops tracing before a dump allocates anything (the program's allocator may be traced).
+/// Under `vftrace record` tracing goes on: the recorder has the trace, and the pool's switch
+/// is shared with every process of the recording.
+pub(crate) fn quiesce() {
+    if !SESSION.get().is_some_and(|s| s.recorded) {
+        crate::disable();
+    }
+}
+
 #[inline(never)]
 fn dump_to(dir: &Path) -> io::Result<DumpSummary> {
-    crate::disable();
+    quiesce();
     let session = SESSION
         .get()
         .ok_or_else(|| io::Error::other("vftrace::dump called before vftrace::init"))?;
@@ -191,10 +200,11 @@ fn write_directory(session: &Session, dir: &Path) -> io::Result<DumpSummary> {
         threads.sort_by_key(|s| s.start_tsc);
         let mut first = None;
         for s in threads.iter() {
-            let t = write_thread(&mut writer, pool, &clock, tid, s, chunks.get(&s.serial), session.mode)?;
+            let (t, written) =
+                write_thread(&mut writer, pool, &clock, tid, s, chunks.get(&s.serial), session.mode)?;
             first = first.or(t);
             summary.threads += 1;
-            summary.records += s.records.saturating_sub(s.overwritten);
+            summary.records += written;
             summary.lost += s.lost + s.overwritten;
             summary.unrecorded += s.unrecorded;
             summary.closed_early += s.closed_early;
@@ -228,7 +238,7 @@ fn write_directory(session: &Session, dir: &Path) -> io::Result<DumpSummary> {
 }
 
 /// Copies one thread's records, converted to nanoseconds, with LOST records where records
-/// are missing. Returns the time of its first record.
+/// are missing. Returns the time of its first record and how many records were written.
 fn write_thread(
     writer: &mut TraceDirWriter,
     pool: &Pool,
@@ -237,7 +247,8 @@ fn write_thread(
     slot: &SlotInfo,
     chunks: Option<&Vec<pool_read::ChunkRef>>,
     mode: Mode,
-) -> io::Result<Option<u64>> {
+) -> io::Result<(Option<u64>, u64)> {
+    let mut written = 0u64;
     let mut conv = ThreadRecords::new(clock.converter(), mode == Mode::Ring, slot.overwritten);
     let mut raw = Vec::new();
     let mut records: Vec<Record> = Vec::new();
@@ -247,10 +258,12 @@ fn write_thread(
         pool_read::read_chunk(pool, c, &mut raw).map_err(|e| io::Error::other(format!("thread {tid}: {e}")))?;
         conv.push(&raw, &mut records)
             .map_err(|(k, e)| io::Error::other(format!("thread {tid}, chunk {}, record {k}: {e}", c.index)))?;
+        written += records.len() as u64;
         writer.write_records(tid, records.drain(..))?;
     }
     let end_ns = clock.converter().convert(slot.end_tsc.max(slot.start_tsc));
     conv.finish(slot.missing_records(), end_ns, &mut records);
+    written += records.len() as u64;
     writer.write_records(tid, records.drain(..))?;
-    Ok(conv.first_ns())
+    Ok((conv.first_ns(), written))
 }

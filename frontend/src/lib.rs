@@ -8,6 +8,8 @@
 
 mod backend;
 pub use backend::{disable, enable, rdtsc, unwind_begin, InitError, Mode};
+#[doc(hidden)]
+pub use backend::{disable_here, walk_end};
 mod setup;
 pub use setup::init_with_buffer;
 #[doc(hidden)]
@@ -24,5 +26,11 @@ mod dump;
 mod filters;
 #[cfg(feature = "std")]
 mod os;
+/// What the preload library shares with the in-process library on Linux.
+#[cfg(all(feature = "std", not(target_os = "hermit")))]
+#[doc(hidden)]
+pub mod os_linux {
+    pub use crate::os::unwind::Next;
+}
 #[cfg(feature = "std")]
 pub use dump::{dump, init, DumpSummary};

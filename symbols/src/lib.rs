@@ -95,6 +95,9 @@ pub struct ElfSymbols {
     /// Some code calls (or defines) `mcount`, `_mcount` or `__fentry__`: it was built with
     /// `-pg`, `-pg -mfentry` or `-Z instrument-mcount`.
     pub instrumented: bool,
+    /// It has a program interpreter (`.interp`): a dynamically linked executable, which a
+    /// library can be preloaded into.
+    pub has_interpreter: bool,
 }
 
 impl ElfSymbols {
@@ -255,6 +258,7 @@ pub fn elf_functions(path: &Path) -> Result<ElfSymbols, SymError> {
         .symbols()
         .chain(file.dynamic_symbols())
         .any(|s| matches!(s.name(), Ok("mcount" | "_mcount" | "__fentry__")));
+    let has_interpreter = file.section_by_name(".interp").is_some();
     let mut functions = Vec::new();
     for sym in symbols {
         let SymbolFlags::Elf { st_info, .. } = sym.flags() else {
@@ -308,6 +312,7 @@ pub fn elf_functions(path: &Path) -> Result<ElfSymbols, SymError> {
         functions,
         from_dynsym,
         instrumented,
+        has_interpreter,
     })
 }
 
@@ -457,6 +462,7 @@ mod tests {
             entry: first_load_vaddr,
             build_id: Some(vec![0xab, 0x01]),
             instrumented: false,
+            has_interpreter: false,
             functions: funcs
                 .iter()
                 .map(|&(addr, size, name)| ElfFunction {

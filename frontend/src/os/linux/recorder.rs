@@ -62,8 +62,25 @@ pub fn recorder_pool() -> Result<Option<Attached>, InitError> {
         time_threshold: number(TIME_FILTER_VAR),
         ..crate::filters::from_env()
     };
+    yield_preloaded_tracer();
     Ok(Some(Attached { pool, config }))
 }
+
+/// A program that links vftrace traces its own calls with its own copy; the preloaded one (if
+/// `vftrace record` loaded it too) steps aside, so that no thread is recorded twice.
+#[cfg(not(feature = "preload"))]
+fn yield_preloaded_tracer() {
+    // SAFETY: dlsym with a NUL-terminated name; the function takes no arguments.
+    unsafe {
+        let f = libc::dlsym(libc::RTLD_DEFAULT, c"vftrace_preload_yield".as_ptr());
+        if !f.is_null() {
+            std::mem::transmute::<*mut libc::c_void, extern "C" fn()>(f)();
+        }
+    }
+}
+
+#[cfg(feature = "preload")]
+fn yield_preloaded_tracer() {}
 
 /// Tells the recorder (through the pool) that this image starts a session, and writes its
 /// memory map into the trace directory; in-process, only the message. Returns the message's

@@ -1,0 +1,310 @@
+//! The consumer side of the pool while the program runs: full chunks are copied into their
+//! threads' `TID.dat` in sequence order and handed back; slots of ended threads are collected
+//! and freed; messages (sessions, forks, libraries) are kept for task.txt. At the end, what is
+//! left (chunks of threads still running, or of processes that died) is read as far as it is
+//! complete.
+//!
+//! Everything read from the pool is untrusted: a chunk whose owner cannot be placed, or a
+//! record that is not a record, ends that thread's trace with a message, never the recording.
+use std::collections::{BTreeMap, HashMap};
+use vftrace_format::clock::ClockMap;
+use vftrace_format::dir::TraceDirWriter;
+use vftrace_format::pool::{
+    message_kind, slot_state, DlopenMessage, ForkMessage, Pool, PoolMode, SessionMessage,
+};
+use vftrace_format::pool_read::{self, ChunkRef, SlotInfo, ThreadRecords};
+use vftrace_format::record::Record;
+
+/// A process image's session (its `Session` message).
+#[derive(Clone, Debug)]
+pub struct Session {
+    pub ticket: u64,
+    pub pid: u32,
+    pub ppid: u32,
+    pub tsc: u64,
+    pub sid: String,
+    pub exe: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct Library {
+    pub pid: u32,
+    pub tid: u32,
+    pub tsc: u64,
+    pub base: u64,
+    pub path: String,
+}
+
+/// One traced thread as the recorder knows it.
+pub struct Thread {
+    pub info: SlotInfo,
+    slot: u32,
+    next_seq: u64,
+    records: ThreadRecords,
+    /// Its LAST chunk was drained: the slot may be freed once it says EXITED.
+    ended: bool,
+    /// A problem that stopped its trace (bad data in the pool).
+    pub cut: Option<String>,
+    pub written: u64,
+}
+
+#[derive(Default, Debug, Clone, Copy)]
+pub struct Totals {
+    pub chunks: u64,
+    pub records: u64,
+    pub bytes: u64,
+}
+
+pub struct Drain {
+    pool: Pool,
+    clock: Option<ClockMap>,
+    pub threads: BTreeMap<u64, Thread>,
+    pub sessions: Vec<Session>,
+    pub forks: Vec<ForkMessage>,
+    pub libraries: Vec<Library>,
+    pub totals: Totals,
+    /// Problems worth telling the user (each once).
+    pub warnings: Vec<String>,
+    raw: Vec<[u64; 2]>,
+    out: Vec<Record>,
+}
+
+impl Drain {
+    pub fn new(pool: Pool) -> Drain {
+        Drain {
+            pool,
+            clock: None,
+            threads: BTreeMap::new(),
+            sessions: Vec::new(),
+            forks: Vec::new(),
+            libraries: Vec::new(),
+            totals: Totals::default(),
+            warnings: Vec::new(),
+            raw: Vec::new(),
+            out: Vec::new(),
+        }
+    }
+
+    /// From now on records can be converted to nanoseconds.
+    pub fn set_clock(&mut self, clock: ClockMap) {
+        self.clock = Some(clock);
+    }
+
+    pub fn clock(&self) -> Option<&ClockMap> {
+        self.clock.as_ref()
+    }
+
+    /// One pass: messages, then (once the clock is known, and unless the pool is a ring, which
+    /// is read only at the end) every full chunk that is next in its thread's sequence.
+    /// `last`: the program is gone; chunks still owned are read as far as they got. Returns
+    /// how many chunks were drained.
+    pub fn pass(&mut self, writer: &mut TraceDirWriter, last: bool) -> std::io::Result<u64> {
+        self.pool
+            .header()
+            .consumer_heartbeat
+            .0
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.take_messages();
+        if self.clock.is_none() || (self.pool.mode() == PoolMode::Ring && !last) {
+            return Ok(0);
+        }
+        let mut by_thread: BTreeMap<u64, Vec<ChunkRef>> = BTreeMap::new();
+        for i in 0..self.pool.chunk_count() {
+            match pool_read::chunk_ref(&self.pool, i) {
+                Some(c) if c.full || last => by_thread.entry(c.serial).or_default().push(c),
+                _ => {}
+            }
+        }
+        let mut drained = 0;
+        for (serial, mut chunks) in by_thread {
+            chunks.sort_by_key(|c| c.seq);
+            drained += self.drain_thread(writer, serial, &chunks, last)?;
+        }
+        self.collect_ended();
+        Ok(drained)
+    }
+
+    fn drain_thread(
+        &mut self,
+        writer: &mut TraceDirWriter,
+        serial: u64,
+        chunks: &[ChunkRef],
+        last: bool,
+    ) -> std::io::Result<u64> {
+        let ring = self.pool.mode() == PoolMode::Ring;
+        if !self.threads.contains_key(&serial) {
+            let Some(slot) = chunks.first().map(|c| self.pool.desc(c.index).slot.load(std::sync::atomic::Ordering::Relaxed)) else {
+                return Ok(0);
+            };
+            let info = (slot < self.pool.slot_count())
+                .then(|| pool_read::slot_info(&self.pool, slot))
+                .flatten()
+                .filter(|i| i.serial == serial);
+            let Some(info) = info else {
+                self.warn(format!(
+                    "chunks of an unknown thread (serial {serial}) were skipped: the pool's thread table was overwritten"
+                ));
+                for c in chunks.iter().filter(|c| c.full) {
+                    let _ = self.pool.push_free(c.index);
+                }
+                return Ok(0);
+            };
+            let clock = self.clock.as_ref().expect("pass() checked");
+            self.threads.insert(
+                serial,
+                Thread {
+                    info,
+                    slot,
+                    next_seq: 0,
+                    records: ThreadRecords::new(clock.converter(), ring, if ring { info.overwritten } else { 0 }),
+                    ended: false,
+                    cut: None,
+                    written: 0,
+                },
+            );
+        }
+        let mut drained = 0;
+        for c in chunks {
+            let t = self.threads.get_mut(&serial).expect("inserted above");
+            // In order: a later chunk waits for the earlier one (unless the program is gone,
+            // or a ring overwrote the earlier ones).
+            if c.seq != t.next_seq && !(last || ring) {
+                break;
+            }
+            if t.cut.is_none() {
+                self.raw.clear();
+                self.out.clear();
+                match pool_read::read_chunk(&self.pool, c, &mut self.raw) {
+                    Ok(Some(_)) => {
+                        if let Err((k, e)) = t.records.push(&self.raw, &mut self.out) {
+                            t.cut = Some(format!("chunk {} record {k}: {e}", c.index));
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(e) => t.cut = Some(format!("chunk {}: {e}", c.index)),
+                }
+                let tid = t.info.tid as u32;
+                t.written += self.out.len() as u64;
+                self.totals.records += self.out.len() as u64;
+                self.totals.bytes += 16 * self.out.len() as u64;
+                writer.write_records(tid, self.out.drain(..))?;
+            }
+            t.next_seq = c.seq + 1;
+            t.ended |= c.last;
+            self.totals.chunks += 1;
+            drained += 1;
+            if c.full && !ring {
+                if let Err(e) = self.pool.push_free(c.index) {
+                    self.warn(format!("cannot hand chunk {} back: {e}", c.index));
+                }
+            }
+        }
+        Ok(drained)
+    }
+
+    /// Slots of threads that ended and whose last chunk is written: their final counters are
+    /// kept and the slot is freed for new threads.
+    fn collect_ended(&mut self) {
+        for t in self.threads.values_mut() {
+            if t.ended {
+                if let Some(info) = pool_read::slot_info(&self.pool, t.slot).filter(|i| i.serial == t.info.serial) {
+                    t.info = info;
+                    if info.exited {
+                        self.pool.slot(t.slot).state.store(slot_state::FREE, std::sync::atomic::Ordering::Release);
+                        t.ended = false;
+                        t.slot = u32::MAX;
+                    }
+                }
+            }
+        }
+    }
+
+    /// At the end: the final counters of every thread still holding its slot, and the LOST
+    /// records for what each thread could not keep.
+    pub fn finish_threads(&mut self, writer: &mut TraceDirWriter) -> std::io::Result<()> {
+        let clock = self.clock.clone().expect("finish after the clock");
+        for t in self.threads.values_mut() {
+            if t.slot != u32::MAX {
+                if let Some(info) = pool_read::slot_info(&self.pool, t.slot).filter(|i| i.serial == t.info.serial) {
+                    t.info = info;
+                }
+            }
+            let end = clock.converter().convert(t.info.end_tsc.max(t.info.start_tsc));
+            self.out.clear();
+            t.records.finish(t.info.missing_records(), end, &mut self.out);
+            t.written += self.out.len() as u64;
+            writer.write_records(t.info.tid as u32, self.out.drain(..))?;
+        }
+        Ok(())
+    }
+
+    pub fn first_ns(&self, serial: u64) -> Option<u64> {
+        self.threads.get(&serial).and_then(|t| t.records.first_ns())
+    }
+
+    fn take_messages(&mut self) {
+        let mut sessions = Vec::new();
+        let mut forks = Vec::new();
+        let mut libs = Vec::new();
+        let mut bad = 0;
+        self.pool.take_messages(|ticket, kind, payload| match kind {
+            message_kind::SESSION => match SessionMessage::decode(payload) {
+                Some(m) => sessions.push(Session {
+                    ticket,
+                    pid: m.pid,
+                    ppid: m.ppid,
+                    tsc: m.tsc,
+                    sid: String::from_utf8_lossy(&m.sid).into_owned(),
+                    exe: String::from_utf8_lossy(m.exe).into_owned(),
+                }),
+                None => bad += 1,
+            },
+            message_kind::FORK => match ForkMessage::decode(payload) {
+                Some(m) => forks.push(m),
+                None => bad += 1,
+            },
+            message_kind::DLOPEN => match DlopenMessage::decode(payload) {
+                Some(m) => libs.push(Library {
+                    pid: m.pid,
+                    tid: m.tid as u32,
+                    tsc: m.tsc,
+                    base: m.base,
+                    path: String::from_utf8_lossy(m.path).into_owned(),
+                }),
+                None => bad += 1,
+            },
+            _ => bad += 1,
+        });
+        if bad > 0 {
+            self.warn(format!("{bad} message(s) in the pool could not be read and were skipped"));
+        }
+        self.sessions.extend(sessions);
+        self.forks.extend(forks);
+        self.libraries.extend(libs);
+    }
+
+    fn warn(&mut self, w: String) {
+        if !self.warnings.contains(&w) {
+            self.warnings.push(w);
+        }
+    }
+
+    /// The threads by tid (a tid the kernel reused holds the threads in turn).
+    pub fn threads_by_tid(&self) -> HashMap<u32, Vec<&Thread>> {
+        let mut by: HashMap<u32, Vec<&Thread>> = HashMap::new();
+        for t in self.threads.values() {
+            by.entry(t.info.tid as u32).or_default().push(t);
+        }
+        by
+    }
+
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+}
+
+impl Thread {
+    pub fn first_ns(&self) -> Option<u64> {
+        self.records.first_ns()
+    }
+}
