@@ -319,7 +319,7 @@ pub fn elf_functions(path: &Path) -> Result<ElfSymbols, SymError> {
 /// The name to write for `name`: uftrace 0.13 demangles C++ and legacy Rust names itself, but
 /// not Rust's v0 names (`_R...`, the default of recent rustc): those are written demangled,
 /// without the crate hashes.
-fn readable_name(name: &str) -> String {
+pub fn readable_name(name: &str) -> String {
     if name.starts_with("_R") {
         if let Ok(d) = rustc_demangle::try_demangle(name) {
             return format!("{d:#}");

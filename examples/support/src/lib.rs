@@ -98,7 +98,7 @@ fn cargo() -> Command {
 }
 
 /// The cargo target directory the tests run from.
-fn target_dir() -> PathBuf {
+pub fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| workspace().join("target"), PathBuf::from)
 }
 
@@ -143,6 +143,21 @@ pub fn c_library() -> &'static Path {
             .arg("--target-dir")
             .arg(&target));
         target.join("release/libvftrace.a")
+    })
+}
+
+/// The `vftrace` command line, release build (once per test binary).
+pub fn vftrace_cli() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let target = nested_target_dir();
+        run(cargo()
+            .args(["build", "--release", "-p", "vftrace-cli"])
+            .arg("--manifest-path")
+            .arg(workspace().join("Cargo.toml"))
+            .arg("--target-dir")
+            .arg(&target));
+        target.join("release/vftrace")
     })
 }
 
