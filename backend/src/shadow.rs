@@ -8,15 +8,18 @@
 //!   is not the newest frame's means the newer frames were left without returning (longjmp,
 //!   unwinding, a stack switch): they are closed, their exit stamped now and counted as
 //!   `closed_early`.
-//! - **A new call decides what the frames above it are** ([`settle`]): on the same stack, a frame
-//!   whose slot is not above the new call's is dead. Whether two slots are on the same stack is
-//!   known from the thread's own stack bounds (from the platform) and the signal stack: a call
-//!   on another stack (a coroutine, a signal handler on `sigaltstack`) nests over the frames it
-//!   interrupts; coming back to the thread's stack closes the frames of the stack it left.
-//! - **A frame is dropped only once nothing can return through it**: when it is closed while
-//!   it may still be live elsewhere (another stack), its original return address is put back.
-//!   Frames on the current stack below the caller's slot are dead and never written (that
-//!   memory may already be the current function's frame).
+//! - **Every frame knows which stack it is on**: the thread's own (its bounds come from the
+//!   platform), the signal stack it was running on, or another one (a coroutine's). A new call
+//!   decides which frames are over ([`settle`]): on its own stack, a frame whose slot is not
+//!   above the new call's is dead (`longjmp`, unwinding); back on the thread's stack, frames of
+//!   a signal handler are dead (it `siglongjmp`ed out). Frames on another stack are suspended
+//!   (a coroutine switched away), not dead: they stay, and their return is recorded when it
+//!   really happens, even with other frames newer than them on the shadow stack.
+//! - Without stack bounds (a kernel) the shadow stack is one stack ordered by address, and a
+//!   frame closed there gets its original return address back, in case it was live elsewhere
+//!   (an interrupt stack): nothing can return through a frame the tracer forgot. Frames below
+//!   the current call on the current stack are never written (that memory may already be the
+//!   current function's frame).
 //! - **Tail calls**: a function entered by `jmp` reuses its caller's hooked slot. It gets a
 //!   frame of its own whose "return address" is the trampoline, so its exit runs the
 //!   trampoline again for the caller's: `a() { b() { c() } }`, as uftrace shows.
@@ -37,12 +40,15 @@ use core::sync::atomic::{compiler_fence, Ordering::*};
 use vftrace_format::record::{pack_word, RecordType};
 
 /// Called by `mcount`/`__fentry__` with the thread's state (0 before it registered), the
-/// function's return-address slot and an address inside the function.
+/// function's return-address slot as the frame pointer shows it, an address inside the
+/// function, and (mcount only) r10 as the function left it.
 ///
 /// # Safety
 /// `st` is the calling thread's TLS value; `slot` the live return-address slot of the function
-/// that called mcount.
-pub unsafe extern "C" fn on_entry(st: *mut ThreadState, slot: *mut usize, func: usize) {
+/// that called mcount (or a copy of it, see [`real_slot`]).
+pub unsafe extern "C" fn on_entry(st: *mut ThreadState, slot: *mut usize, func: usize, r10: usize) {
+    // SAFETY: forwarded.
+    let slot = unsafe { real_slot(slot, r10) };
     // An interrupt handler's "return address" is the interrupted RIP: not ours to hook.
     // SAFETY: `slot` is on a live stack (the caller's contract).
     #[cfg(feature = "interruptsafe")]
@@ -82,6 +88,29 @@ pub unsafe extern "C" fn on_entry(st: *mut ThreadState, slot: *mut usize, func: 
     }
     // SAFETY: forwarded.
     unsafe { entry_slow(st, slot, func) }
+}
+
+/// gcc realigns some functions' stacks (`main` with an over-aligned local) through a DRAP
+/// register: `lea r10, [rsp + 8]; and rsp, -32; push [r10 - 8]; push rbp; mov rbp, rsp`. The
+/// word above the frame pointer is then a copy of the return address; the function returns
+/// through the original at `r10 - 8`, a few bytes higher. Hooking the copy would lose the
+/// return (uftrace 0.13 does). The original is recognised by where it is and what it holds.
+///
+/// # Safety
+/// `slot` is a live return-address slot; the 256 bytes above it are mapped (a caller's frame).
+#[inline(always)]
+unsafe fn real_slot(slot: *mut usize, r10: usize) -> *mut usize {
+    let original = r10.wrapping_sub(8);
+    let s = slot as usize;
+    // SAFETY: `original` lies within 256 bytes above a live slot (checked first).
+    if original > s
+        && original - s <= 256
+        && unsafe { (original as *const usize).read() == slot.read() }
+    {
+        original as *mut usize
+    } else {
+        slot
+    }
 }
 
 /// Puts the call on the shadow stack at `depth` and makes it return through the trampoline.
@@ -205,6 +234,12 @@ unsafe fn entry(g: &Globals, st: &mut ThreadState, slot: *mut usize, func: usize
     } else if flags & frame_flags::DEFERRED != 0 {
         entry_time = now.max(st.last_time);
     }
+    let at = region(g, st, s);
+    flags |= region_flags(at);
+    if at != Region::Home {
+        st.off_home += 1;
+        st.flags |= state_flags::OFF_HOME;
+    }
     // SAFETY: depth < SHADOW_STACK_DEPTH; `slot` is live and holds `ret`.
     unsafe { push_frame(st, depth, slot, ret, func, flags, rdepth) };
     st.frames[depth].entry_time = entry_time;
@@ -217,24 +252,21 @@ unsafe fn entry(g: &Globals, st: &mut ThreadState, slot: *mut usize, func: usize
     if flags & frame_flags::NEVER != 0 {
         st.filter_never += 1;
     }
-    if st.stack_hi != 0 && region(g, st, s) != Region::Home {
-        st.flags |= state_flags::OFF_HOME;
-    }
 }
 
 /// Where a stack address is.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Region {
-    /// The thread's own stack.
+    /// The thread's own stack (or any stack, when its bounds are unknown).
     Home,
     /// The signal stack the thread runs on now.
     Signal,
-    /// Elsewhere: a coroutine's stack, or the thread's stack when its bounds are unknown.
+    /// Elsewhere: a coroutine's stack.
     Other,
 }
 
 fn region(g: &Globals, st: &ThreadState, addr: usize) -> Region {
-    if st.stack_hi != 0 && (st.stack_lo..st.stack_hi).contains(&addr) {
+    if st.stack_hi == 0 || (st.stack_lo..st.stack_hi).contains(&addr) {
         return Region::Home;
     }
     match st.signal_stack(g) {
@@ -243,17 +275,51 @@ fn region(g: &Globals, st: &ThreadState, addr: usize) -> Region {
     }
 }
 
-/// Slots this close together outside any known stack are taken to be on one stack.
-const OTHER_STACK_SPAN: usize = 256 << 10;
-
-fn same_stack(g: &Globals, st: &ThreadState, a: usize, b: usize) -> bool {
-    if st.stack_hi == 0 {
-        return true; // no bounds: one stack, ordered by address
+fn region_flags(r: Region) -> u32 {
+    match r {
+        Region::Home => 0,
+        Region::Signal => frame_flags::ON_SIGNAL_STACK,
+        Region::Other => frame_flags::ON_OTHER_STACK,
     }
-    match (region(g, st, a), region(g, st, b)) {
-        (Region::Home, Region::Home) | (Region::Signal, Region::Signal) => true,
-        (Region::Other, Region::Other) => a.abs_diff(b) < OTHER_STACK_SPAN,
-        _ => false,
+}
+
+fn frame_region(f: &Frame) -> Region {
+    if f.flags & frame_flags::ON_SIGNAL_STACK != 0 {
+        Region::Signal
+    } else if f.flags & frame_flags::ON_OTHER_STACK != 0 {
+        Region::Other
+    } else {
+        Region::Home
+    }
+}
+
+/// What an event on region `at`, slot `s`, says about frame `f`.
+#[derive(PartialEq, Eq)]
+enum Verdict {
+    /// On the event's stack and above it: a caller (and so are the older frames of that stack).
+    Ancestor,
+    /// Over: left without a return through it.
+    Dead,
+    /// On another stack, waiting there.
+    Suspended,
+}
+
+fn verdict(at: Region, s: usize, f: &Frame) -> Verdict {
+    match (at, frame_region(f)) {
+        (Region::Home, Region::Home) | (Region::Signal, Region::Signal) => {
+            // The same slot still hooked is a tail call of that frame: it stays.
+            // SAFETY: `s` is the live slot of the calling function.
+            if f.slot > s
+                || (f.slot == s && unsafe { (s as *const usize).read() } == return_trampoline_address())
+            {
+                Verdict::Ancestor
+            } else {
+                Verdict::Dead
+            }
+        }
+        // Back on the thread's own stack: a signal handler left without returning.
+        (Region::Home, Region::Signal) => Verdict::Dead,
+        _ => Verdict::Suspended,
     }
 }
 
@@ -263,76 +329,87 @@ fn same_stack(g: &Globals, st: &ThreadState, a: usize, b: usize) -> bool {
 /// `siglongjmp`ed out of it). Without stack bounds nothing can be told: never stale.
 fn busy_is_stale(g: &Globals, st: &ThreadState, busy: usize, s: usize) -> bool {
     // usize::MAX marks the backend's own non-call work (registration, unwinding support).
-    st.stack_hi != 0 && busy != usize::MAX && s >= busy && same_stack(g, st, s, busy)
+    if st.stack_hi == 0 || busy == usize::MAX || s < busy {
+        return false;
+    }
+    let (a, b) = (region(g, st, s), region(g, st, busy));
+    a == b && a != Region::Other
 }
 
-/// Closes the frames that a call at slot `s` shows to be over: dead frames on its own stack,
-/// and the frames of a stack the thread left.
+/// Closes the frames that a call at slot `s` shows to be over (see the module documentation).
+/// Frames of other stacks are skipped, not closed; the scan stops at the first ancestor on the
+/// call's own stack (every older frame of that stack is an ancestor too).
 ///
 /// # Safety
 /// The state is this thread's.
 unsafe fn settle(g: &Globals, st: &mut ThreadState, s: usize, now: u64) {
-    while st.depth > 0 {
-        let top = st.frames[st.depth as usize - 1];
-        let close = if same_stack(g, st, top.slot, s) {
-            if top.slot > s {
-                break; // an ancestor
-            }
-            // The same slot still hooked: a tail call of the newest frame.
-            // SAFETY: `s` is the live slot of the calling function.
-            if top.slot == s && unsafe { (s as *const usize).read() } == return_trampoline_address()
-            {
-                break;
-            }
-            true
-        } else {
-            match region(g, st, s) {
-                // A signal handler on its own stack: it interrupts whatever was running.
-                Region::Signal => false,
-                // The thread's stack switches to a coroutine's: its frames wait.
-                Region::Other => region(g, st, top.slot) != Region::Home,
-                // Back on the thread's stack: the frames of the stack it left are closed.
-                Region::Home => true,
-            }
-        };
-        if !close {
-            break;
-        }
-        // Dead frames on the current stack at or below `s` are not written; frames on other
-        // stacks may be live there and get their return address back.
-        let restore = !same_stack(g, st, top.slot, s) || top.slot > s;
-        // SAFETY: forwarded.
-        unsafe { close_top(g, st, now, restore) };
-    }
-    if st.flags & state_flags::OFF_HOME != 0 && st.stack_hi != 0 {
-        let off = st.frames[..st.depth as usize]
-            .iter()
-            .any(|f| region(g, st, f.slot) != Region::Home);
-        if !off {
-            st.flags &= !state_flags::OFF_HOME;
+    let at = region(g, st, s);
+    let mut k = st.depth as usize;
+    while k > 0 {
+        k -= 1;
+        match verdict(at, s, &st.frames[k]) {
+            Verdict::Ancestor => break,
+            Verdict::Suspended => {}
+            // SAFETY: forwarded; the slot is not written (see `remove_frame`).
+            Verdict::Dead => unsafe { remove_frame(g, st, k, s, now) },
         }
     }
 }
 
-/// Removes the newest frame without a return through it: its exit is recorded now (an
-/// estimate, counted), and with `restore` its slot gets the original return address back if it
-/// still holds the trampoline.
+/// The current stack pointer, near enough: the address of a local.
+#[inline(always)]
+fn current_sp() -> usize {
+    let here = 0u8;
+    core::ptr::addr_of!(here) as usize
+}
+
+/// Removes frame `k` (not returned through) from the shadow stack: its exit is recorded now
+/// (an estimate, counted). Without stack bounds its slot gets the original return address back
+/// if it still holds the trampoline and lies outside the current call's frame (`[sp, s)`).
 ///
 /// # Safety
-/// The state is this thread's; with `restore`, the frame's slot is still mapped.
-pub(crate) unsafe fn close_top(g: &Globals, st: &mut ThreadState, now: u64, restore: bool) {
-    let depth = st.depth as usize - 1;
-    let f = st.frames[depth];
-    if restore {
+/// The state is this thread's; `k < depth`.
+unsafe fn remove_frame(g: &Globals, st: &mut ThreadState, k: usize, s: usize, now: u64) {
+    let f = st.frames[k];
+    if st.stack_hi == 0 && !(current_sp()..s).contains(&f.slot) {
         let p = f.slot as *mut usize;
-        // SAFETY: the caller's contract.
+        // SAFETY: without bounds every frame is on a stack of this thread that stays mapped.
         unsafe {
             if p.read_volatile() == return_trampoline_address() {
                 p.write_volatile(f.ret);
             }
         }
     }
+    let depth = st.depth as usize;
+    st.frames.copy_within(k + 1..depth, k);
+    st.depth = depth as u32 - 1;
+    forget_region(st, &f);
+    // SAFETY: forwarded.
+    if unsafe { end_frame(g, st, &f, now) } {
+        bump(&g.pool.slot(st.slot).closed_early, 1);
+    }
+}
+
+/// Keeps the count of frames off the thread's own stack when frame `f` leaves.
+fn forget_region(st: &mut ThreadState, f: &Frame) {
+    if f.flags & frame_flags::STACK_MASK != 0 {
+        st.off_home -= 1;
+        if st.off_home == 0 {
+            st.flags &= !state_flags::OFF_HOME;
+        }
+    }
+}
+
+/// Removes the newest frame when its thread ends (its stack is going away): its exit is
+/// recorded now.
+///
+/// # Safety
+/// The state is this thread's and has a frame.
+pub(crate) unsafe fn close_top(g: &Globals, st: &mut ThreadState, now: u64) {
+    let depth = st.depth as usize - 1;
+    let f = st.frames[depth];
     st.depth = depth as u32;
+    forget_region(st, &f);
     // SAFETY: forwarded.
     if unsafe { end_frame(g, st, &f, now) } {
         bump(&g.pool.slot(st.slot).closed_early, 1);
@@ -459,16 +536,31 @@ unsafe fn exit_slow(st: *mut ThreadState, slot: usize, now: u64) -> usize {
         )
     };
     take_signal_skips(g, st);
-    // Frames newer than the returning one were left without a return. Those on this stack are
-    // below us (dead, not written); those on other stacks may be live there.
-    while st.depth as usize > k + 1 {
-        let top = st.frames[st.depth as usize - 1];
-        let restore = !same_stack(g, st, top.slot, slot);
-        // SAFETY: the state is ours.
-        unsafe { close_top(g, st, now, restore) };
+    // Frames newer than the returning one on its own stack were left without a return (they
+    // are below it); frames of other stacks are suspended there and stay.
+    let at = region(g, st, slot);
+    let returning = st.frames[k];
+    for j in (k + 1..st.depth as usize).rev() {
+        let f = st.frames[j];
+        let dead = matches!(
+            (at, frame_region(&f)),
+            (Region::Home, Region::Home | Region::Signal) | (Region::Signal, Region::Signal)
+        );
+        if dead {
+            // SAFETY: the state is ours; j < depth.
+            unsafe { remove_frame(g, st, j, slot, now) };
+        }
     }
+    let k = (0..st.depth as usize)
+        .rev()
+        .find(|&j| st.frames[j].slot == slot)
+        .unwrap_or(k);
     let f = st.frames[k];
-    st.depth = k as u32;
+    debug_assert_eq!(f.slot, returning.slot);
+    let depth = st.depth as usize;
+    st.frames.copy_within(k + 1..depth, k);
+    st.depth = depth as u32 - 1;
+    forget_region(st, &f);
     // SAFETY: the state is registered.
     unsafe { end_frame(g, st, &f, now) };
     st.gate = st.settled_gate(g);

@@ -35,6 +35,12 @@ pub mod frame_flags {
     pub const ONLY: u32 = 4;
     /// `-N`: tracing is off inside it (hooked only to see it return).
     pub const NEVER: u32 = 8;
+    /// Its slot is on the signal stack the thread ran on when it was hooked.
+    pub const ON_SIGNAL_STACK: u32 = 16;
+    /// Its slot is on a stack that is neither the thread's own nor a signal stack (a
+    /// coroutine's): it may be suspended there while other frames come and go.
+    pub const ON_OTHER_STACK: u32 = 32;
+    pub const STACK_MASK: u32 = ON_SIGNAL_STACK | ON_OTHER_STACK;
 }
 
 pub mod state_flags {
@@ -44,7 +50,8 @@ pub mod state_flags {
     /// A forked child: take a slot and chunk of its own before the next record.
     pub const REREGISTER: u32 = 2;
     /// Some frame lies outside the thread's own stack (a coroutine, a signal stack): the fast
-    /// path's "lower address means nested" rule does not hold, so every event is classified.
+    /// paths' "the newest frame is the caller" rule does not hold, so every event is
+    /// classified (`off_home` counts those frames).
     pub const OFF_HOME: u32 = 4;
     /// No chunk: records are being dropped.
     pub const CHUNKLESS: u32 = 8;
@@ -93,7 +100,8 @@ pub struct ThreadState {
     /// Active `-F` frames and `-N` frames.
     pub filter_only: u32,
     pub filter_never: u32,
-    _pad: u32,
+    /// Frames on the shadow stack whose slot is not on the thread's own stack.
+    pub off_home: u32,
     /// The thread's own stack (0, 0: unknown).
     pub stack_lo: usize,
     pub stack_hi: usize,
@@ -228,6 +236,7 @@ impl StateArena {
 ///
 /// # Safety
 /// Called from the slow path of the calling thread, which has no state yet.
+#[allow(clippy::mut_from_ref)] // the state comes from the arena, not from `g`
 pub(crate) unsafe fn register(g: &'static Globals) -> Option<&'static mut ThreadState> {
     let Some(st) = g.arena.alloc() else {
         untraceable(g);
@@ -517,7 +526,7 @@ pub(crate) unsafe fn thread_exit(g: &Globals) {
     // The thread's stack is going away: frames still open ended with it.
     while st.depth > 0 {
         // SAFETY: the state is ours; the frames' slots are not touched (the stack is dying).
-        unsafe { crate::shadow::close_top(g, st, now, false) };
+        unsafe { crate::shadow::close_top(g, st, now) };
     }
     if st.flags & state_flags::REREGISTER == 0 {
         if !st.desc.is_null() {

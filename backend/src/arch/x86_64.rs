@@ -246,7 +246,13 @@ macro_rules! entry_body {
 #[no_mangle]
 pub unsafe extern "C" fn mcount() {
     core::arch::naked_asm!(
-        concat!(entry_prologue!(), "lea rsi, [rbp + 8]\n", entry_body!()),
+        concat!(
+            entry_prologue!(),
+            "lea rsi, [rbp + 8]\n",
+            // r10 as it came: a realigning prologue's pointer to the real slot (see on_entry).
+            "mov rcx, qword ptr [rbx + 8]\n",
+            entry_body!()
+        ),
         enabled = sym ENABLED_WORD,
         mcount_xmm_area = const MCOUNT_XMM_AREA,
         mcount_ret = const MCOUNT_RET,
@@ -273,7 +279,12 @@ pub unsafe extern "C" fn _mcount() {
 #[no_mangle]
 pub unsafe extern "C" fn __fentry__() {
     core::arch::naked_asm!(
-        concat!(entry_prologue!(), "lea rsi, [rbx + {mcount_ret} + 8]\n", entry_body!()),
+        concat!(
+            entry_prologue!(),
+            "lea rsi, [rbx + {mcount_ret} + 8]\n",
+            "xor ecx, ecx\n",
+            entry_body!()
+        ),
         enabled = sym ENABLED_WORD,
         mcount_xmm_area = const MCOUNT_XMM_AREA,
         mcount_ret = const MCOUNT_RET,
