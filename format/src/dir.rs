@@ -99,40 +99,16 @@ impl TraceDirWriter {
     /// trace directory (it has an `info` file) has its trace files removed first; anything else
     /// is refused, so a wrong path never clobbers unrelated files.
     pub fn create(path: &Path) -> io::Result<Self> {
-        match fs::metadata(path) {
-            Ok(meta) if !meta.is_dir() => {
-                return Err(io::Error::new(
-                    io::ErrorKind::AlreadyExists,
-                    format!(
-                        "{} exists and is not a directory; choose another output path",
-                        path.display()
-                    ),
-                ));
-            }
-            Ok(_) => {
-                let names: Vec<String> = fs::read_dir(path)?
-                    .filter_map(|e| e.ok())
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .collect();
-                if !names.is_empty() {
-                    if !names.iter().any(|n| n == "info") {
-                        return Err(io::Error::new(
-                            io::ErrorKind::AlreadyExists,
-                            format!(
-                                "{} is a non-empty directory without an `info` file, so not a trace directory; refusing to write into it (choose an empty or new directory)",
-                                path.display()
-                            ),
-                        ));
-                    }
-                    for n in names.iter().filter(|n| is_trace_file(n)) {
-                        let p = path.join(n);
-                        if p.is_file() {
-                            fs::remove_file(&p)?;
-                        }
+        match crate::output::existing_trace_dir(path) {
+            Ok(Some(names)) => {
+                for n in names.iter().filter(|n| is_trace_file(n)) {
+                    let p = path.join(n);
+                    if p.is_file() {
+                        fs::remove_file(&p)?;
                     }
                 }
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => fs::create_dir_all(path)?,
+            Ok(None) => fs::create_dir_all(path)?,
             // uhyve's file system (Hermit) has no stat, readdir or mkdir for folders: the host
             // made the folder it maps into the guest, so it is written into as it is.
             Err(e) if cfg!(target_os = "hermit") && e.raw_os_error() == Some(HERMIT_ENOSYS) => {}

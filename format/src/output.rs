@@ -33,7 +33,6 @@
 
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -107,14 +106,9 @@ pub fn resolve(path: &Path) -> io::Result<PathBuf> {
 /// creating anything; [`OutputFile::create`] and [`OutputDir::create`] do.
 pub fn check_output(output: &Path, inputs: &[&Path]) -> io::Result<()> {
     let out = resolve(output)?;
-    let out_meta = fs::metadata(output).ok();
     for input in inputs {
         let Ok(inp) = resolve(input) else { continue };
-        let same_inode = match (&out_meta, fs::metadata(input)) {
-            (Some(o), Ok(i)) => o.dev() == i.dev() && o.ino() == i.ino(),
-            _ => false,
-        };
-        let why = if out == inp || same_inode {
+        let why = if out == inp || same_file(output, input) {
             "is the input"
         } else if out.starts_with(&inp) {
             "lies inside the input"
@@ -133,6 +127,22 @@ pub fn check_output(output: &Path, inputs: &[&Path]) -> io::Result<()> {
         ));
     }
     Ok(())
+}
+
+/// Both paths exist and are one file (hard links).
+#[cfg(unix)]
+fn same_file(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (fs::metadata(a), fs::metadata(b)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}
+
+/// Hard links are not told apart where there are no inode numbers (Hermit).
+#[cfg(not(unix))]
+fn same_file(_: &Path, _: &Path) -> bool {
+    false
 }
 
 /// A file written under a temporary name beside its target and renamed onto it by
@@ -251,31 +261,11 @@ impl OutputDir {
     /// replaces unrelated files. Then creates the parents and the empty temporary directory.
     pub fn create(target: &Path, inputs: &[&Path]) -> io::Result<OutputDir> {
         check_output(target, inputs)?;
-        match fs::symlink_metadata(target) {
-            Ok(meta) if !meta.is_dir() => {
-                return Err(io::Error::new(
-                    io::ErrorKind::AlreadyExists,
-                    format!(
-                        "{} exists and is not a directory; choose another output path",
-                        target.display()
-                    ),
-                ))
-            }
-            Ok(_) => {
-                let mut entries = fs::read_dir(target).map_err(|e| with_path(e, target))?;
-                if entries.next().is_some() && !target.join("info").is_file() {
-                    return Err(io::Error::new(
-                        io::ErrorKind::AlreadyExists,
-                        format!(
-                            "{} is a non-empty directory without an `info` file, so not a trace directory; \
-                             refusing to replace it (choose an empty or new directory)",
-                            target.display()
-                        ),
-                    ));
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        match existing_trace_dir(target) {
+            // Those errors name the path already.
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Err(e),
             Err(e) => return Err(with_path(e, target)),
+            Ok(_) => {}
         }
         fs::create_dir_all(parent_of(target)).map_err(|e| with_path(e, target))?;
         let temp = sibling(target, "tmp")?;
@@ -328,6 +318,42 @@ impl Drop for OutputDir {
             let _ = fs::remove_dir_all(&self.temp);
         }
     }
+}
+
+/// The entries of the directory `path` if a trace directory may be written there (it is empty,
+/// or a trace directory: it has `info`), `None` if nothing is there. A file, or a non-empty
+/// directory without `info`, is refused, so a wrong path never costs unrelated files. Other
+/// errors come back as the system gave them.
+pub(crate) fn existing_trace_dir(path: &Path) -> io::Result<Option<Vec<String>>> {
+    let meta = match fs::metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    if !meta.is_dir() {
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!(
+                "{} exists and is not a directory; choose another output path",
+                path.display()
+            ),
+        ));
+    }
+    let names: Vec<String> = fs::read_dir(path)?
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    if !names.is_empty() && !names.iter().any(|n| n == "info") {
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!(
+                "{} is a non-empty directory without an `info` file, so not a trace directory; \
+                 refusing to write there (choose an empty or new directory)",
+                path.display()
+            ),
+        ));
+    }
+    Ok(Some(names))
 }
 
 /// Reads all of `path` if it holds at most `limit` bytes. A larger file is an error of kind
