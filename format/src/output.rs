@@ -90,7 +90,7 @@ pub fn resolve(path: &Path) -> io::Result<PathBuf> {
                 return Ok(resolved);
             }
             Err(_) => {
-                let (Some(parent), Some(last)) = (existing.parent(), existing.components().last())
+                let (Some(parent), Some(last)) = (existing.parent(), existing.components().next_back())
                 else {
                     return Ok(absolute);
                 };

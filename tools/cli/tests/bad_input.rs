@@ -126,7 +126,6 @@ fn stream(frames: u64) -> (Vec<u8>, Vec<std::ops::Range<usize>>) {
     mark(&w);
     w.end(5000, 1).unwrap();
     mark(&w);
-    drop(w);
     (bytes, bounds)
 }
 
@@ -306,7 +305,6 @@ fn capture_keeps_what_comes_before_a_bad_record() {
     more.more = true;
     let second = [call(1200)[0], more.to_bytes()];
     w.records(1, 2, &second).unwrap();
-    drop(w);
     let s = d.join("more.bin");
     std::fs::write(&s, &bytes).unwrap();
     let out = d.join("trace");
@@ -532,7 +530,6 @@ fn capture_summary_counts_threads_with_records() {
         .unwrap();
     }
     w.end(5000, 2).unwrap();
-    drop(w);
     let s = d.join("s.bin");
     std::fs::write(&s, bytes).unwrap();
     let r = run(vftrace().arg("capture").arg(&s).arg("-o").arg(d.join("t")));

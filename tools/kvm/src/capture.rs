@@ -200,8 +200,11 @@ struct Lines<'f, R: BufRead> {
     again: bool,
 }
 
+/// A line's number and its text (or why it has none).
+type NumberedLine<'a> = (usize, Result<&'a str, BadText>);
+
 impl<R: BufRead> Lines<'_, R> {
-    fn next(&mut self) -> Result<Option<(usize, Result<&str, BadText>)>, CaptureError> {
+    fn next(&mut self) -> Result<Option<NumberedLine<'_>>, CaptureError> {
         if std::mem::take(&mut self.again) {
             return Ok(Some((self.number, self.decode())));
         }
