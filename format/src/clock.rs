@@ -21,6 +21,8 @@ use crate::error::{numbered_lines, text_of, FormatError};
 
 /// The file name beside a trace.
 pub const CLOCK_FILE: &str = "vftrace.clock";
+/// Largest `vftrace.clock` read (it has a handful of lines).
+pub const MAX_CLOCK_BYTES: u64 = 64 << 10;
 
 /// Which side's TSC the mapping describes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -161,7 +163,8 @@ impl ClockMap {
 
     /// Reads and parses a clock file.
     pub fn read_file(path: &Path) -> Result<ClockMap, FormatError> {
-        let bytes = std::fs::read(path).map_err(|e| FormatError::io(path, &e))?;
+        let bytes = crate::output::read_capped(path, MAX_CLOCK_BYTES)
+            .map_err(|e| FormatError::io(path, &e))?;
         ClockMap::parse(&bytes, path)
     }
 

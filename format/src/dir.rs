@@ -17,6 +17,13 @@ use crate::task::{self, parse_tasks, TaskLine, SESSION_ID_LEN};
 pub use crate::reader::RecordReader;
 pub use crate::symbolizer::Symbolizer;
 
+/// Largest `info` read (its text sections are a few KiB; the tid list grows with threads).
+pub const MAX_INFO_BYTES: u64 = 16 << 20;
+/// Largest `task.txt` read (one line per thread, fork and dlopen).
+pub const MAX_TASK_BYTES: u64 = 256 << 20;
+/// Largest `sid-*.map` read (one line per mapping).
+pub const MAX_MAP_BYTES: u64 = 16 << 20;
+
 /// A tid's data is written out once this much is buffered.
 const FLUSH_PER_TID: usize = 1 << 20;
 /// All buffers are written out once this much is buffered in total.
@@ -92,40 +99,16 @@ impl TraceDirWriter {
     /// trace directory (it has an `info` file) has its trace files removed first; anything else
     /// is refused, so a wrong path never clobbers unrelated files.
     pub fn create(path: &Path) -> io::Result<Self> {
-        match fs::metadata(path) {
-            Ok(meta) if !meta.is_dir() => {
-                return Err(io::Error::new(
-                    io::ErrorKind::AlreadyExists,
-                    format!(
-                        "{} exists and is not a directory; choose another output path",
-                        path.display()
-                    ),
-                ));
-            }
-            Ok(_) => {
-                let names: Vec<String> = fs::read_dir(path)?
-                    .filter_map(|e| e.ok())
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .collect();
-                if !names.is_empty() {
-                    if !names.iter().any(|n| n == "info") {
-                        return Err(io::Error::new(
-                            io::ErrorKind::AlreadyExists,
-                            format!(
-                                "{} is a non-empty directory without an `info` file, so not a trace directory; refusing to write into it (choose an empty or new directory)",
-                                path.display()
-                            ),
-                        ));
-                    }
-                    for n in names.iter().filter(|n| is_trace_file(n)) {
-                        let p = path.join(n);
-                        if p.is_file() {
-                            fs::remove_file(&p)?;
-                        }
+        match crate::output::existing_trace_dir(path) {
+            Ok(Some(names)) => {
+                for n in names.iter().filter(|n| is_trace_file(n)) {
+                    let p = path.join(n);
+                    if p.is_file() {
+                        fs::remove_file(&p)?;
                     }
                 }
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => fs::create_dir_all(path)?,
+            Ok(None) => fs::create_dir_all(path)?,
             // uhyve's file system (Hermit) has no stat, readdir or mkdir for folders: the host
             // made the folder it maps into the guest, so it is written into as it is.
             Err(e) if cfg!(target_os = "hermit") && e.raw_os_error() == Some(HERMIT_ENOSYS) => {}
@@ -509,8 +492,8 @@ pub struct TraceDir {
     pub clock: Option<ClockMap>,
 }
 
-fn read_file(p: &Path, what: &str) -> Result<Vec<u8>, FormatError> {
-    fs::read(p).map_err(|e| {
+fn read_file(p: &Path, what: &str, limit: u64) -> Result<Vec<u8>, FormatError> {
+    crate::output::read_capped(p, limit).map_err(|e| {
         if e.kind() == io::ErrorKind::NotFound {
             FormatError::whole_file(
                 p,
@@ -527,9 +510,9 @@ impl TraceDir {
     pub fn open(path: impl AsRef<Path>) -> Result<TraceDir, FormatError> {
         let path = path.as_ref().to_path_buf();
         let info_path = path.join("info");
-        let info = Info::parse(&read_file(&info_path, "info file")?, &info_path)?;
+        let info = Info::parse(&read_file(&info_path, "info file", MAX_INFO_BYTES)?, &info_path)?;
         let task_path = path.join("task.txt");
-        let tasks = parse_tasks(&read_file(&task_path, "task.txt")?, &task_path)?;
+        let tasks = parse_tasks(&read_file(&task_path, "task.txt", MAX_TASK_BYTES)?, &task_path)?;
         let mut sessions = Vec::new();
         for l in &tasks {
             if let TaskLine::Session {
@@ -546,7 +529,7 @@ impl TraceDir {
                     ));
                 }
                 let map_path = path.join(map_file_name(sid));
-                let maps = parse_maps(&read_file(&map_path, "session map")?, &map_path)?;
+                let maps = parse_maps(&read_file(&map_path, "session map", MAX_MAP_BYTES)?, &map_path)?;
                 sessions.push(Session {
                     sid: sid.clone(),
                     pid: *pid,
@@ -556,7 +539,7 @@ impl TraceDir {
             }
         }
         let clock_path = path.join(CLOCK_FILE);
-        let clock = match fs::read(&clock_path) {
+        let clock = match crate::output::read_capped(&clock_path, crate::clock::MAX_CLOCK_BYTES) {
             Ok(bytes) => Some(ClockMap::parse(&bytes, &clock_path)?),
             Err(e) if e.kind() == io::ErrorKind::NotFound => None,
             Err(e) => return Err(FormatError::io(&clock_path, &e)),

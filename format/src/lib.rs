@@ -9,6 +9,8 @@
 //! - [`dir`]: [`dir::TraceDirWriter`] writes a directory uftrace 0.13 reads;
 //!   [`dir::TraceDir`] opens one (ours or uftrace's) and gives records and a
 //!   [`symbolizer::Symbolizer`].
+//! - [`output`]: how every command writes its outputs (a temporary beside the target, renamed
+//!   on success; outputs that would overwrite an input refused) and reads whole files (capped).
 //!
 //! Every parser returns [`FormatError`], which names the file and the byte offset or line.
 //! What uftrace needs of each file is documented in each module and in
@@ -32,6 +34,8 @@ pub mod info;
 pub mod maps;
 #[cfg(feature = "std")]
 pub mod markers;
+#[cfg(feature = "std")]
+pub mod output;
 #[cfg(feature = "std")]
 pub mod pool_read;
 #[cfg(feature = "std")]

@@ -28,18 +28,11 @@ pub struct GuestMarkers {
 /// Reads `dir/vftrace.markers`; `None` if the trace has none.
 pub fn read_guest_markers(dir: &Path) -> Result<Option<GuestMarkers>, FormatError> {
     let path = dir.join(GUEST_MARKERS_FILE);
-    let meta = match std::fs::metadata(&path) {
-        Ok(m) => m,
+    let bytes = match crate::output::read_capped(&path, MAX_FILE_BYTES) {
+        Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(FormatError::io(&path, &e)),
     };
-    if meta.len() > MAX_FILE_BYTES {
-        return Err(FormatError::whole_file(
-            &path,
-            format!("{} bytes: too large for a marker list", meta.len()),
-        ));
-    }
-    let bytes = std::fs::read(&path).map_err(|e| FormatError::io(&path, &e))?;
     parse_guest_markers(&bytes, &path).map(Some)
 }
 

@@ -42,9 +42,11 @@ pub const MAX_NAME: usize = 256;
 pub const MAX_CMDLINE: usize = 1024;
 /// Most markers one `Markers` frame may carry.
 pub const MAX_MARKERS: usize = 1024;
+/// Most distinct threads a stream may carry: bounds what a reader keeps per thread.
+pub const MAX_THREADS: usize = 4096;
 
-/// tid, first index, count.
-const RECORDS_PREFIX: usize = 8 + 8 + 4;
+/// Bytes of a `Records` payload before its records: tid, first index, count.
+pub const RECORDS_PREFIX: usize = 8 + 8 + 4;
 const THREAD_STATS_SIZE: usize = 5 * 8;
 const MARKER_SIZE: usize = 16;
 const END_SIZE: usize = 8 + 8 + 4 + 8 + 8;
@@ -149,59 +151,8 @@ pub struct End {
     pub bytes: u64,
 }
 
-/// CRC-32 (IEEE 802.3, reflected, as zlib's `crc32`), table driven.
-pub struct Crc32(u32);
-
-const CRC_TABLE: [u32; 256] = {
-    let mut table = [0u32; 256];
-    let mut i = 0;
-    while i < 256 {
-        let mut c = i as u32;
-        let mut k = 0;
-        while k < 8 {
-            c = if c & 1 != 0 {
-                0xEDB8_8320 ^ (c >> 1)
-            } else {
-                c >> 1
-            };
-            k += 1;
-        }
-        table[i] = c;
-        i += 1;
-    }
-    table
-};
-
-impl Crc32 {
-    pub const fn new() -> Self {
-        Crc32(0xFFFF_FFFF)
-    }
-
-    pub fn update(&mut self, bytes: &[u8]) {
-        let mut c = self.0;
-        for &b in bytes {
-            c = CRC_TABLE[((c ^ b as u32) & 0xff) as usize] ^ (c >> 8);
-        }
-        self.0 = c;
-    }
-
-    pub const fn finish(&self) -> u32 {
-        !self.0
-    }
-
-    /// The CRC of `bytes` in one go.
-    pub fn of(bytes: &[u8]) -> u32 {
-        let mut c = Crc32::new();
-        c.update(bytes);
-        c.finish()
-    }
-}
-
-impl Default for Crc32 {
-    fn default() -> Self {
-        Self::new()
-    }
-}
+/// CRC-32 (IEEE 802.3, reflected, as zlib's `crc32`): `crc32fast`, which is `no_std` here.
+pub use crc32fast::Hasher as Crc32;
 
 /// Why the writer refused a frame (nothing was written for it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -257,7 +208,7 @@ impl<S: FnMut(&[u8])> StreamWriter<S> {
             crc.update(part);
             (self.sink)(part);
         }
-        (self.sink)(&crc.finish().to_le_bytes());
+        (self.sink)(&crc.finalize().to_le_bytes());
         self.frames += 1;
         self.bytes += (FRAME_HEADER_SIZE + len + FRAME_TRAILER_SIZE) as u64;
         Ok(())
@@ -456,6 +407,9 @@ mod reader {
         MissingEnd,
         /// Data after the `End` frame.
         TrailingData,
+        /// A well-formed frame that does not fit the frames before it (a frame missing,
+        /// repeated or out of order; totals that do not add up).
+        Inconsistent(String),
     }
 
     impl fmt::Display for StreamError {
@@ -492,6 +446,9 @@ mod reader {
                     "the stream ends without an end frame (the guest stopped early?)"
                 ),
                 StreamErrorKind::TrailingData => write!(f, "data after the end frame"),
+                StreamErrorKind::Inconsistent(what) => {
+                    write!(f, "{what}: frames are missing, repeated or out of order")
+                }
             }
         }
     }
@@ -500,11 +457,97 @@ mod reader {
 
     /// Reads frames from an untrusted byte source. Iterating yields frames until the `End`
     /// frame, then `None`; an error is yielded once, after which the iterator stops.
+    ///
+    /// Besides each frame on its own, the reader checks that the frames fit together, so that
+    /// a stream missing a frame is never taken for a complete one: the header comes first and
+    /// once; each thread's `Records` frames continue its record indices without a gap
+    /// (`first_index`); a thread's `ThreadStats` comes once and counts the records sent for it;
+    /// the `End` frame's totals (frames, bytes, records, threads) match what came before.
     pub struct StreamReader<R: Read> {
         input: R,
         offset: u64,
         done: bool,
         seen_end: bool,
+        tally: Tally,
+    }
+
+    /// What the frames so far add up to.
+    #[derive(Default)]
+    struct Tally {
+        frames: u64,
+        records: u64,
+        header: bool,
+        /// Records sent per thread so far, and whether its stats came.
+        threads: std::collections::HashMap<u64, (u64, bool)>,
+        stats_frames: u64,
+    }
+
+    impl Tally {
+        fn thread(&mut self, tid: u64) -> Result<&mut (u64, bool), StreamErrorKind> {
+            if self.threads.len() >= MAX_THREADS && !self.threads.contains_key(&tid) {
+                return Err(StreamErrorKind::Malformed(
+                    "more than 4096 threads in one stream",
+                ));
+            }
+            Ok(self.threads.entry(tid).or_default())
+        }
+
+        /// Checks `payload` (at `offset`) against the frames before it and counts it.
+        fn add(&mut self, payload: &Payload, offset: u64) -> Result<(), StreamErrorKind> {
+            let bad = |m: String| Err(StreamErrorKind::Inconsistent(m));
+            match payload {
+                Payload::Header(_) if self.header => return bad("a second header frame".into()),
+                Payload::Header(_) => self.header = true,
+                _ if !self.header => {
+                    return bad("the stream does not start with a header frame".into())
+                }
+                Payload::Records {
+                    tid,
+                    first_index,
+                    records,
+                } => {
+                    let (sent, stats) = self.thread(*tid)?;
+                    if *stats {
+                        return bad(format!("records of thread {tid} after its thread stats"));
+                    }
+                    if *first_index != *sent {
+                        return bad(format!(
+                            "the records frame of thread {tid} starts at its record {first_index}, but {sent} came before"
+                        ));
+                    }
+                    *sent = sent.saturating_add(records.len() as u64);
+                    self.records = self.records.saturating_add(records.len() as u64);
+                }
+                Payload::ThreadStats(s) => {
+                    let (sent, stats) = self.thread(s.tid)?;
+                    if *stats {
+                        return bad(format!("a second thread stats frame for thread {}", s.tid));
+                    }
+                    if s.records != *sent {
+                        return bad(format!(
+                            "thread {} reports {} records but {sent} were sent",
+                            s.tid, s.records
+                        ));
+                    }
+                    *stats = true;
+                    self.stats_frames += 1;
+                }
+                Payload::Markers { .. } => {}
+                Payload::End(e) => {
+                    let expected = (self.frames, offset, self.records, self.stats_frames);
+                    let found = (e.frames, e.bytes, e.total_records, u64::from(e.threads));
+                    if expected != found {
+                        return bad(format!(
+                            "the end frame counts {} frames, {} bytes, {} records and {} threads before it, \
+                             but the stream has {} frames, {} bytes, {} records and {} threads",
+                            found.0, found.1, found.2, found.3, expected.0, expected.1, expected.2, expected.3
+                        ));
+                    }
+                }
+            }
+            self.frames += 1;
+            Ok(())
+        }
     }
 
     impl<R: Read> StreamReader<R> {
@@ -514,6 +557,7 @@ mod reader {
                 offset: 0,
                 done: false,
                 seen_end: false,
+                tally: Tally::default(),
             }
         }
 
@@ -573,7 +617,7 @@ mod reader {
             let mut crc = Crc32::new();
             crc.update(&head);
             crc.update(payload);
-            let computed = crc.finish();
+            let computed = crc.finalize();
             if stored != computed {
                 return Err(StreamErrorKind::BadCrc { stored, computed });
             }
@@ -583,10 +627,11 @@ mod reader {
             }
             let kind = FrameType::from_u16(kind).ok_or(StreamErrorKind::UnknownFrameType(kind))?;
             let payload = decode_payload(kind, payload)?;
+            let offset = self.offset - (FRAME_HEADER_SIZE + body.len()) as u64;
+            self.tally.add(&payload, offset)?;
             if matches!(payload, Payload::End(_)) {
                 self.seen_end = true;
             }
-            let offset = self.offset - (FRAME_HEADER_SIZE + body.len()) as u64;
             Ok(Some(Frame { offset, payload }))
         }
     }
@@ -830,7 +875,7 @@ mod reader {
 
         #[test]
         fn crc_matches_zlib() {
-            assert_eq!(Crc32::of(b"123456789"), 0xCBF4_3926);
+            assert_eq!(crc32fast::hash(b"123456789"), 0xCBF4_3926);
         }
 
         #[test]
@@ -899,6 +944,34 @@ mod reader {
                     assert!(err.is_some(), "flip of bit {bit} at {i} not detected");
                 }
             }
+        }
+
+        /// Issue 10, point 6: a stream missing any one frame, or with one repeated, is never
+        /// taken for a complete one (End totals, first_index gaps, ThreadStats counts).
+        #[test]
+        fn every_dropped_or_repeated_frame_is_detected() {
+            let bytes = sample_stream();
+            let (full, _) = decode(&bytes);
+            let bounds: Vec<(usize, usize)> = full
+                .iter()
+                .enumerate()
+                .map(|(i, f)| {
+                    let end = full.get(i + 1).map_or(bytes.len(), |n| n.offset as usize);
+                    (f.offset as usize, end)
+                })
+                .collect();
+            for (i, &(start, end)) in bounds.iter().enumerate() {
+                let mut dropped = bytes[..start].to_vec();
+                dropped.extend_from_slice(&bytes[end..]);
+                let (_, err) = decode(&dropped);
+                assert!(err.is_some(), "dropping frame {i} not detected");
+                let mut repeated = bytes[..end].to_vec();
+                repeated.extend_from_slice(&bytes[start..]);
+                let (_, err) = decode(&repeated);
+                assert!(err.is_some(), "repeating frame {i} not detected");
+            }
+            let (_, err) = decode(&bytes[bounds[1].0..]);
+            assert!(err.unwrap().to_string().contains("does not start with a header"));
         }
 
         #[test]

@@ -50,6 +50,10 @@ impl Symbol {
 /// The symbol types uftrace 0.13 keeps (`?` only as a terminator).
 pub const KEPT_TYPES: &str = "?TtwPKDdvu";
 
+/// Largest `.sym` file (or `kallsyms`) read: the largest programs' symbol tables are tens of
+/// MiB of text.
+pub const MAX_SYM_BYTES: u64 = 256 << 20;
+
 /// Names uftrace treats as terminators rather than symbols.
 pub fn is_terminator_name(name: &str) -> bool {
     matches!(name, "__sym_end" | "__dynsym_end" | "__func_end")

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use crate::error::FormatError;
 use crate::maps::{guess_kernel_base, MapEntry};
 use crate::record::ADDR_MASK;
-use crate::sym::{
+use crate::sym::{MAX_SYM_BYTES, 
     alternate_sym_file_name, demangle, find_in, parse_symbols, sym_file_name, Symbol, SymbolFile,
 };
 
@@ -92,7 +92,8 @@ impl Symbolizer {
         if self.kernel_base.is_some() && self.kernel.is_empty() {
             let kallsyms = sym_dir.join("kallsyms");
             if kallsyms.is_file() {
-                let bytes = std::fs::read(&kallsyms).map_err(|e| FormatError::io(&kallsyms, &e))?;
+                let bytes = crate::output::read_capped(&kallsyms, MAX_SYM_BYTES)
+                    .map_err(|e| FormatError::io(&kallsyms, &e))?;
                 self.kernel = demangled(parse_symbols(&bytes, &kallsyms)?.symbols);
             }
         }
@@ -218,7 +219,7 @@ fn demangled(mut symbols: Vec<Symbol>) -> Vec<Symbol> {
 /// header names this path (uftrace's `basename-<build-id or checksum>.sym`).
 pub fn find_symbol_file(dir: &Path, module_path: &str) -> Result<Option<SymbolFile>, FormatError> {
     let load = |p: &Path| -> Result<SymbolFile, FormatError> {
-        let bytes = std::fs::read(p).map_err(|e| FormatError::io(p, &e))?;
+        let bytes = crate::output::read_capped(p, MAX_SYM_BYTES).map_err(|e| FormatError::io(p, &e))?;
         parse_symbols(&bytes, p)
     };
     let primary = dir.join(sym_file_name(module_path));

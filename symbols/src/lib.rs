@@ -12,12 +12,18 @@
 //! image was loaded and which mapping start the addresses are relative to.
 use std::fmt;
 use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::{BufWriter, Read};
 use std::path::{Path, PathBuf};
 
 use object::{Object, ObjectKind, ObjectSegment, ObjectSymbol, SymbolFlags};
+use vftrace_format::output::OutputFile;
 use vftrace_format::record::ADDR_MASK;
 use vftrace_format::sym::Symbol;
+
+/// Largest ELF file read (the whole file is read to find its symbol tables).
+pub const MAX_ELF_BYTES: u64 = 2 << 30;
+
+const ELF_MAGIC: &[u8; 4] = b"\x7fELF";
 
 /// Page size used to round the first loadable segment down to the start of its mapping.
 const PAGE_SIZE: u64 = 4096;
@@ -196,23 +202,39 @@ pub enum SymError {
 /// Reads the function symbols and image information of the ELF file at `path`.
 ///
 /// Uses `.symtab`, or `.dynsym` when the file was stripped. Undefined and zero-address symbols
-/// are skipped. Errors name the file; corrupt or truncated input never panics.
+/// are skipped. Errors name the file; corrupt or truncated input never panics. The magic is
+/// checked before the rest is read, and files over [`MAX_ELF_BYTES`] are refused.
 pub fn elf_functions(path: &Path) -> Result<ElfSymbols, SymError> {
-    let data = std::fs::read(path).map_err(|error| SymError::Read {
+    let read_err = |error| SymError::Read {
         path: path.to_owned(),
         error,
-    })?;
+    };
+    let mut magic = [0u8; 4];
+    let got = File::open(path)
+        .and_then(|f| f.take(4).read(&mut magic))
+        .map_err(read_err)?;
+    // Not an ELF file: say so without reading it (it may be huge, or /dev/zero).
+    let data = if magic[..got] == ELF_MAGIC[..] {
+        vftrace_format::output::read_capped(path, MAX_ELF_BYTES).map_err(read_err)?
+    } else {
+        magic[..got].to_vec()
+    };
+    parse_elf(&data, path)
+}
+
+/// [`elf_functions`] of an image already in memory; `path` names it in errors and results.
+pub fn parse_elf(data: &[u8], path: &Path) -> Result<ElfSymbols, SymError> {
     let parse_err = |e: object::Error| SymError::Parse {
         path: path.to_owned(),
         reason: e.to_string(),
     };
-    if !data.starts_with(b"\x7fELF") {
+    if !data.starts_with(ELF_MAGIC) {
         return Err(SymError::Parse {
             path: path.to_owned(),
             reason: "no ELF magic at offset 0".into(),
         });
     }
-    let file = object::File::parse(&*data).map_err(parse_err)?;
+    let file = object::File::parse(data).map_err(parse_err)?;
     let kind = match file.kind() {
         ObjectKind::Executable => ImageKind::Exec,
         ObjectKind::Dynamic => ImageKind::Dyn,
@@ -371,7 +393,8 @@ pub fn sym_symbols(
     Ok((path_name, entries))
 }
 
-/// Writes the `.sym` file for `symbols` placed by `placement` to `out`.
+/// Writes the `.sym` file for `symbols` placed by `placement` to `out`, through a temporary
+/// renamed on success; an `out` that is the ELF file itself is refused.
 pub fn write_sym_file(
     symbols: &ElfSymbols,
     placement: &Placement,
@@ -382,9 +405,13 @@ pub fn write_sym_file(
         path: out.to_owned(),
         error,
     };
-    let mut file = BufWriter::new(File::create(out).map_err(write_err)?);
+    let output = OutputFile::create(out, &[&symbols.path]).map_err(write_err)?;
+    let mut file = BufWriter::new(output);
     vftrace_format::sym::write_symbols(&mut file, &path_name, &entries).map_err(write_err)?;
-    file.flush().map_err(write_err)
+    file.into_inner()
+        .map_err(|e| write_err(e.into_error()))?
+        .commit()
+        .map_err(write_err)
 }
 
 /// Finds the mapping of `symbols`' file in the trace directory `dir` (by file name, in any
@@ -415,10 +442,12 @@ pub fn placement_in_trace_dir(
         .collect();
     map_files.sort();
     for map_file in map_files {
-        let bytes = std::fs::read(&map_file).map_err(|error| SymError::Read {
-            path: map_file.clone(),
-            error,
-        })?;
+        let bytes =
+            vftrace_format::output::read_capped(&map_file, vftrace_format::dir::MAX_MAP_BYTES)
+                .map_err(|error| SymError::Read {
+                    path: map_file.clone(),
+                    error,
+                })?;
         let entries = parse_maps(&bytes, &map_file)?;
         // uftrace merges consecutive lines of one path into a module starting at the first.
         let Some(entry) = entries

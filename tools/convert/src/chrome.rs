@@ -84,7 +84,7 @@ impl<W: Write> ChromeJsonWriter<W> {
     /// Starts the JSON document on `out`; each slice becomes one "X" (complete) event with its
     /// begin and duration, written when it ends (so children precede their parent in the file;
     /// Perfetto and chrome://tracing order events by time). That is a third less text than
-    /// [`ChromeJsonWriter::new`] and faster to write; [`crate::sink_for_path`] uses it. Slices
+    /// [`ChromeJsonWriter::new`] and faster to write; [`crate::TimelineOutput`] uses it. Slices
     /// never ended stay "B" events, as they would in the other mode.
     pub fn complete(out: W) -> io::Result<Self> {
         Self::with_slice_events(out, SliceEvents::Complete)

@@ -28,8 +28,11 @@ pub struct ConvertOptions {
     pub process_name: Option<String>,
     /// Added to every record time (ns), e.g. to put a guest trace on the host's time scale.
     pub time_offset_ns: i64,
-    /// Convert only these threads (default: all that `info` lists).
+    /// Convert only these threads (default: all that `info` lists); each must be listed.
     pub tids: Option<Vec<u32>>,
+    /// Read a damaged or cut-short `TID.dat` up to the damage and go on (the damage is in
+    /// [`ConvertSummary::damaged`]) instead of failing.
+    pub lenient: bool,
 }
 
 /// What a conversion read and wrote.
@@ -46,18 +49,37 @@ pub struct ConvertSummary {
     pub missing_threads: Vec<u32>,
     /// Damage in the records that the output repairs (lost records, unbalanced entry/exit).
     pub repairs: Repairs,
+    /// Record files read only up to their damage (lenient mode), with what is wrong where.
+    pub damaged: Vec<FormatError>,
 }
 
 /// Why a conversion stopped. Slices of the thread being read are closed first, so a sink that
 /// is finished afterwards still holds valid output up to the error.
 #[derive(Debug, thiserror::Error)]
 pub enum ConvertError {
-    /// Unreadable or corrupt trace data; names the file and offset or line.
+    /// A trace directory that cannot be opened (its info, task.txt, maps or symbols); names the
+    /// file and offset or line.
     #[error(transparent)]
     Trace(#[from] FormatError),
+    /// A record file damaged or cut short (what lenient mode reads up to the damage).
+    #[error(transparent)]
+    Records(FormatError),
+    /// Threads asked for that the trace does not have.
+    #[error("{}: the trace has no thread {} (its info lists {})", dir.display(), list(asked), list(listed))]
+    NoSuchThreads {
+        dir: std::path::PathBuf,
+        asked: Vec<u32>,
+        listed: Vec<u32>,
+    },
     /// The sink could not write.
     #[error("writing the timeline: {0}")]
     Write(io::Error),
+}
+
+fn list(tids: &[u32]) -> String {
+    let shown: Vec<String> = tids.iter().take(20).map(u32::to_string).collect();
+    let more = if tids.len() > 20 { ", ..." } else { "" };
+    format!("{}{more}", shown.join(", "))
 }
 
 impl From<io::Error> for ConvertError {
@@ -170,7 +192,21 @@ pub fn convert_dir(
     let mut summary = ConvertSummary::default();
 
     let tids = match &opts.tids {
-        Some(tids) => tids.clone(),
+        Some(tids) => {
+            let unknown: Vec<u32> = tids
+                .iter()
+                .copied()
+                .filter(|t| !trace.info.tids.contains(t))
+                .collect();
+            if !unknown.is_empty() {
+                return Err(ConvertError::NoSuchThreads {
+                    dir: dir.to_path_buf(),
+                    asked: unknown,
+                    listed: trace.tids(),
+                });
+            }
+            tids.clone()
+        }
         None => trace.tids(),
     };
     let mut threads: Vec<(u32, u32, u64)> = Vec::new(); // (pid, tid, .dat bytes)
@@ -219,7 +255,7 @@ pub fn convert_dir(
             .map_or("", |(_, n)| n.as_str());
         sink.thread(pid, tid, thread_name)?;
         let mut timeline = ThreadTimeline::new(pid, tid, opts.time_offset_ns);
-        let mut records = trace.records(tid)?;
+        let mut records = trace.records(tid).map_err(ConvertError::Records)?;
         let mut batch = Vec::with_capacity(BATCH_MAX);
         let mut count = 0u64;
         let result = loop {
@@ -233,7 +269,7 @@ pub fn convert_dir(
             match read {
                 Ok(0) => break Ok(()),
                 Ok(_) => {}
-                Err(e) => break Err(ConvertError::from(e)),
+                Err(e) => break Err(ConvertError::Records(e)),
             }
             if count % PROGRESS_EVERY < batch.len() as u64 {
                 progress(done_bytes + count * RECORD_SIZE as u64, total);
@@ -245,7 +281,10 @@ pub fn convert_dir(
         summary.records += count;
         summary.slices += timeline.slices;
         summary.repairs.add(&timeline.repairs);
-        result?;
+        match result {
+            Err(ConvertError::Records(e)) if opts.lenient => summary.damaged.push(e),
+            r => r?,
+        }
         closed?;
         summary.dat_bytes += bytes;
         done_bytes += bytes;

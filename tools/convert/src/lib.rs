@@ -2,12 +2,13 @@
 //! directories.
 //!
 //! Everything that produces a timeline (the uftrace-directory converter here, the guest/host
-//! merge tool) talks to a [`TimelineSink`]; [`sink_for_path`] picks the writer from the output
-//! file's extension.
+//! merge tool) talks to a [`TimelineSink`]; [`TimelineOutput`] picks the writer from the output
+//! file's extension and writes the file safely (a temporary renamed when complete).
 
-use std::fs::File;
 use std::io::{self, Write};
 use std::path::Path;
+
+use vftrace_format::output::OutputFile;
 
 mod chrome;
 mod convert;
@@ -84,32 +85,57 @@ impl OutputFormat {
     }
 }
 
-/// Creates `path` and returns a buffered writer of `format`, or of the format its extension
-/// implies when `format` is `None` (see [`OutputFormat::from_path`]).
-pub fn sink_for_path(
-    path: &Path,
-    format: Option<OutputFormat>,
-) -> io::Result<Box<dyn TimelineSink>> {
-    let format = match format.or_else(|| OutputFormat::from_path(path)) {
-        Some(f) => f,
-        None => {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!(
-                    "{}: cannot tell the output format from the file name; name it *.json (Chrome trace JSON) \
-                     or *.pftrace (Perfetto), or give the format explicitly",
-                    path.display()
-                ),
-            ))
-        }
-    };
-    let file = File::create(path)
-        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
-    let out = BackgroundFileWriter::new(file, path)?;
-    Ok(match format {
-        OutputFormat::ChromeJson => Box::new(ChromeJsonWriter::complete(out)?.hand_over_buffers()),
-        OutputFormat::Perfetto => Box::new(PerfettoWriter::new(out)?.hand_over_buffers()),
-    })
+/// A timeline file being written: events go to [`sink`](Self::sink), whose file is a
+/// temporary beside the target (see `vftrace_format::output`); [`commit`](Self::commit) after
+/// [`TimelineSink::finish`] puts it in place. Dropped uncommitted (an error), it leaves the
+/// previous file as it was and no temporary.
+pub struct TimelineOutput {
+    pub sink: Box<dyn TimelineSink>,
+    file: OutputFile,
+}
+
+impl TimelineOutput {
+    /// Checks the output against `inputs` (refusing one that would overwrite an input) and
+    /// its format (`format`, or the one its extension implies, see
+    /// [`OutputFormat::from_path`]), before anything is created; then creates the temporary.
+    pub fn create(
+        path: &Path,
+        format: Option<OutputFormat>,
+        inputs: &[&Path],
+    ) -> io::Result<TimelineOutput> {
+        let format = match format.or_else(|| OutputFormat::from_path(path)) {
+            Some(f) => f,
+            None => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!(
+                        "{}: cannot tell the output format from the file name; name it *.json (Chrome trace JSON) \
+                         or *.pftrace (Perfetto), or give the format explicitly",
+                        path.display()
+                    ),
+                ))
+            }
+        };
+        let file = OutputFile::create(path, inputs)?;
+        let out = BackgroundFileWriter::new(file.writer()?, path)?;
+        let sink: Box<dyn TimelineSink> = match format {
+            OutputFormat::ChromeJson => Box::new(ChromeJsonWriter::complete(out)?.hand_over_buffers()),
+            OutputFormat::Perfetto => Box::new(PerfettoWriter::new(out)?.hand_over_buffers()),
+        };
+        Ok(TimelineOutput { sink, file })
+    }
+
+    /// The file being written (the temporary).
+    pub fn path(&self) -> &Path {
+        self.file.path()
+    }
+
+    /// Puts the finished file in place; call after `sink.finish()` succeeded.
+    pub fn commit(self) -> io::Result<()> {
+        // Joins the writing thread: everything is in the file before it is renamed.
+        drop(self.sink);
+        self.file.commit()
+    }
 }
 
 /// Writes `buf` to `out` once it holds at least this many bytes: both writers format events

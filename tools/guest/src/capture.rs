@@ -1,4 +1,9 @@
 //! A guest's byte stream -> a uftrace directory.
+//!
+//! The directory is built beside the output ([`OutputDir`]) and put in place at the end, so a
+//! stream that yields nothing leaves a previous output as it was. A stream damaged part-way
+//! still gives a complete directory of everything before the damage; the damage (cause and
+//! stream offset) is in [`CaptureReport::error`].
 use std::io::{self, Read};
 use std::path::Path;
 
@@ -7,22 +12,25 @@ use vftrace_format::dir::{make_session_id, TraceDirWriter};
 use vftrace_format::info::Info;
 use vftrace_format::maps::guest_map;
 use vftrace_format::markers::{write_guest_markers, GUEST_MARKERS_FILE};
-use vftrace_format::record::{Record, ThreadRepair};
+use vftrace_format::output::OutputDir;
+use vftrace_format::record::{Record, ThreadRepair, RECORD_SIZE};
 use vftrace_format::stream::{
-    Marker, OwnedHeader, Payload, StreamError, StreamReader, ThreadStats,
+    Marker, OwnedHeader, Payload, StreamError, StreamErrorKind, StreamReader, ThreadStats,
+    FRAME_HEADER_SIZE, MAX_THREADS, RECORDS_PREFIX,
 };
 use vftrace_format::task::TaskLine;
-
-/// Most distinct threads accepted from a guest (one file is made per tid, and the count of
-/// thread-stats frames kept is bounded by the same number).
-const MAX_THREADS: usize = 4096;
+use vftrace_symbols::ElfSymbols;
 
 #[derive(Clone, Debug, Default)]
 pub struct CaptureOptions<'a> {
-    /// The guest's ELF image, for function names.
+    /// The guest's ELF image, for function names. Read before the stream, so a wrong one
+    /// costs nothing (a stream on standard input cannot be read twice).
     pub elf: Option<&'a Path>,
     /// TSC frequency to use when the guest did not report one (or to override it).
     pub tsc_hz: Option<f64>,
+    /// The file the stream comes from, if it is one: an output that is it, or a directory
+    /// holding it, is refused.
+    pub stream_file: Option<&'a Path>,
 }
 
 /// What a capture found. `error` is set when the stream was damaged: everything before it was
@@ -30,10 +38,12 @@ pub struct CaptureOptions<'a> {
 #[derive(Debug, Default)]
 pub struct CaptureReport {
     pub header: Option<OwnedHeader>,
+    /// Frames used (those before the damage, if any).
     pub frames: u64,
     pub records: u64,
-    /// Records whose 16 bytes were not a valid uftrace record (skipped).
-    pub invalid_records: u64,
+    /// Threads with records, in the order they first appeared.
+    pub tids: Vec<u32>,
+    /// The guest's counters, one per thread that sent them.
     pub threads: Vec<ThreadStats>,
     pub markers: Vec<Marker>,
     pub marker_port: Option<u16>,
@@ -52,18 +62,34 @@ impl CaptureReport {
     }
 }
 
-/// Decodes `input` and writes the uftrace directory `output`. Returns an `Err` only when the
-/// directory cannot be written (or nothing usable came); stream damage is in the report.
+/// Per-thread state while converting.
+#[derive(Default)]
+struct ThreadState {
+    last_time: u64,
+    repair: ThreadRepair,
+}
+
+/// Decodes `input` and writes the uftrace directory `output`. Returns an `Err` when the
+/// directory cannot be written, or when nothing usable came before the stream's damage (the
+/// error then carries the damage's cause and offset); otherwise damage is in the report.
 pub fn capture(
     input: impl Read,
     output: &Path,
     opts: &CaptureOptions,
 ) -> io::Result<CaptureReport> {
+    let inputs: Vec<&Path> = opts.elf.into_iter().chain(opts.stream_file).collect();
+    let out = OutputDir::create(output, &inputs)?;
+    let elf = match opts.elf {
+        Some(path) => Some(
+            vftrace_symbols::elf_functions(path)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?,
+        ),
+        None => None,
+    };
     let mut report = CaptureReport::default();
+    // Declared after `out`, so dropped (flushed) before the temporary directory is removed.
     let mut writer: Option<(TraceDirWriter, TscToNs)> = None;
-    let mut tids: Vec<u32> = Vec::new();
-    let mut last_time: std::collections::HashMap<u32, u64> = Default::default();
-    let mut repairs: std::collections::HashMap<u32, ThreadRepair> = Default::default();
+    let mut threads: std::collections::HashMap<u32, ThreadState> = Default::default();
     for item in StreamReader::new(io::BufReader::with_capacity(1 << 20, input)) {
         let frame = match item {
             Ok(f) => f,
@@ -72,13 +98,8 @@ pub fn capture(
                 break;
             }
         };
-        report.frames += 1;
-        match frame.payload {
+        let damage = match frame.payload {
             Payload::Header(h) => {
-                if writer.is_some() {
-                    report.error = Some(malformed(frame.offset, "a second header frame"));
-                    break;
-                }
                 let hz = opts.tsc_hz.unwrap_or(h.tsc_hz as f64);
                 // 1 MHz to 100 GHz: anything else is not a CPU's TSC.
                 if !(1e6..=1e11).contains(&hz) {
@@ -99,77 +120,94 @@ pub fn capture(
                 }
                 report.tsc_hz = hz;
                 let clock = ClockMap::new(hz, h.start_tsc, 0, ClockSource::Guest);
-                let mut w = TraceDirWriter::create(output)?;
+                let mut w = TraceDirWriter::create(out.path())?;
                 w.write_clock(&clock)?;
                 writer = Some((w, clock.converter()));
                 report.header = Some(h);
+                None
             }
             Payload::Records { tid, records, .. } => {
-                let Some((w, to_ns)) = writer.as_mut() else {
-                    report.error = Some(malformed(frame.offset, "records before the header frame"));
-                    break;
-                };
-                let Ok(tid) = u32::try_from(tid) else {
-                    report.error = Some(malformed(frame.offset, "thread id does not fit 32 bits"));
-                    break;
-                };
-                if !tids.contains(&tid) {
-                    if tids.len() >= MAX_THREADS || tid == 0 {
-                        report.error =
-                            Some(malformed(frame.offset, "too many threads or thread id 0"));
-                        break;
-                    }
-                    tids.push(tid);
-                }
-                let last = last_time.entry(tid).or_insert(0);
-                let repair = repairs.entry(tid).or_default();
-                let mut converted = Vec::with_capacity(records.len());
-                for bytes in &records {
-                    match Record::from_bytes(bytes) {
-                        Ok(mut r) => {
+                // The reader checked that a header came first.
+                let (w, to_ns) = writer.as_mut().expect("header frame first");
+                match u32::try_from(tid) {
+                    Ok(0) => Some(malformed(frame.offset, "thread id 0 (uftrace reserves it)")),
+                    Err(_) => Some(malformed(frame.offset, "thread id does not fit 32 bits")),
+                    Ok(tid) => {
+                        if !report.tids.contains(&tid) {
+                            report.tids.push(tid);
+                        }
+                        let state = threads.entry(tid).or_default();
+                        let mut converted = Vec::with_capacity(records.len());
+                        let mut bad = None;
+                        for (i, bytes) in records.iter().enumerate() {
+                            let mut r = match Record::from_bytes(bytes) {
+                                Ok(r) if !r.more => r,
+                                // The guest's backend writes neither: the data is damaged.
+                                Ok(_) => {
+                                    bad = Some((i, "a record with the `more` bit set (argument payloads are not supported)"));
+                                    break;
+                                }
+                                Err(_) => {
+                                    bad = Some((i, "a record with a bad magic (not a uftrace record)"));
+                                    break;
+                                }
+                            };
                             // The backend keeps each thread's times monotonic; a hostile stream
                             // might not, and uftrace stops at inverted time.
-                            r.time = to_ns.convert(r.time).max(*last);
-                            *last = r.time;
+                            r.time = to_ns.convert(r.time).max(state.last_time);
+                            state.last_time = r.time;
                             // A ring buffer's oldest records may be gone (see ThreadRepair).
-                            if repair.accept(&mut r) {
+                            if state.repair.accept(&mut r) {
                                 converted.push(r);
                             }
                         }
-                        Err(_) => report.invalid_records += 1,
+                        report.records += converted.len() as u64;
+                        w.write_records(tid, converted)?;
+                        bad.map(|(i, what)| {
+                            let at = FRAME_HEADER_SIZE + RECORDS_PREFIX + i * RECORD_SIZE;
+                            malformed(frame.offset + at as u64, what)
+                        })
                     }
                 }
-                report.records += converted.len() as u64;
-                w.write_records(tid, converted)?;
             }
             Payload::ThreadStats(s) => {
-                if report.threads.len() < MAX_THREADS {
-                    report.threads.push(s);
-                }
+                // The reader bounds the threads and refuses a second stats frame per thread.
+                debug_assert!(report.threads.len() < MAX_THREADS);
+                report.threads.push(s);
+                None
             }
             Payload::Markers { port, markers } => {
                 report.marker_port = Some(port);
                 report.markers = markers;
+                None
             }
-            Payload::End(_) => {}
+            Payload::End(_) => None,
+        };
+        if let Some(e) = damage {
+            report.error = Some(e);
+            break;
         }
+        report.frames += 1;
     }
+    let writer = writer.filter(|(w, _)| !w.record_tids().is_empty());
     let Some((mut w, _)) = writer else {
         let why = match &report.error {
-            Some(e) => format!("no usable data: {e}"),
-            None => "the stream has no header frame".into(),
+            Some(e) => format!("{e}; no records came before it, so there is nothing to keep"),
+            None => "the stream has a header but no records".into(),
         };
         return Err(io::Error::new(io::ErrorKind::InvalidData, why));
     };
-    finish_directory(&mut w, &mut report, &tids, &last_time, opts)?;
+    report.tids.retain(|t| w.record_count(*t) > 0);
+    finish_directory(&mut w, &mut report, &threads, elf.as_ref())?;
     w.finish()?;
+    out.commit()?;
     Ok(report)
 }
 
 fn malformed(offset: u64, what: &'static str) -> StreamError {
     StreamError {
         offset,
-        kind: vftrace_format::stream::StreamErrorKind::Malformed(what),
+        kind: StreamErrorKind::Malformed(what),
     }
 }
 
@@ -191,21 +229,20 @@ fn safe_image_name(header: &OwnedHeader) -> String {
 fn finish_directory(
     w: &mut TraceDirWriter,
     report: &mut CaptureReport,
-    tids: &[u32],
-    last_time: &std::collections::HashMap<u32, u64>,
-    opts: &CaptureOptions,
+    threads: &std::collections::HashMap<u32, ThreadState>,
+    elf: Option<&ElfSymbols>,
 ) -> io::Result<()> {
     let header = report
         .header
         .as_ref()
         .expect("a writer exists only after a header");
+    let tids = &report.tids;
     // LOST records at the end of threads that dropped records, as uftrace expects.
     for s in &report.threads {
         let lost = s.lost.saturating_add(s.overwritten);
         if let (Ok(tid), true) = (u32::try_from(s.tid), lost > 0) {
-            if tids.contains(&tid) {
-                let t = last_time.get(&tid).copied().unwrap_or(0);
-                w.write_records(tid, [Record::lost(t, 0, lost)])?;
+            if let (true, Some(state)) = (tids.contains(&tid), threads.get(&tid)) {
+                w.write_records(tid, [Record::lost(state.last_time, 0, lost)])?;
             }
         }
     }
@@ -229,15 +266,13 @@ fn finish_directory(
     w.write_tasks(&tasks)?;
     let end = header.load_end.max(header.load_address.saturating_add(1));
     w.write_map(&sid, &guest_map(header.load_address, end, &module_path))?;
-    if let Some(elf) = opts.elf {
-        let symbols =
-            vftrace_symbols::elf_functions(elf).map_err(|e| io::Error::other(e.to_string()))?;
+    if let Some(symbols) = elf {
         let placement = vftrace_symbols::Placement {
             load_address: None,
             map_start: Some(header.load_address),
             path_name: Some(module_path.clone()),
         };
-        let (path, syms) = vftrace_symbols::sym_symbols(&symbols, &placement)
+        let (path, syms) = vftrace_symbols::sym_symbols(symbols, &placement)
             .map_err(|e| io::Error::other(e.to_string()))?;
         report.symbols = syms.len();
         w.write_symbols(&path, &syms)?;

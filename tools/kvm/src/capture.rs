@@ -56,8 +56,9 @@
 use crate::event_text::{format_fields, parse_kind};
 use crate::trace_line::{parse_line, Line, TimestampStyle};
 use crate::{Capture, CaptureError, ClockSync, KvmEvent};
-use std::io::{self, Write};
+use std::io::{self, BufRead, Read, Write};
 use std::path::Path;
+use vftrace_format::output::OutputFile;
 
 /// First line of a vftrace capture.
 pub const CAPTURE_MAGIC: &str = "# vftrace kvm capture v1";
@@ -83,18 +84,26 @@ pub struct Parsed {
     pub skipped_lines: u64,
     /// The first few skipped lines' errors, for showing to the user.
     pub skipped: Vec<CaptureError>,
+    /// A vftrace capture without its `end` line (the recorder was killed), accepted leniently.
+    pub cut_short: bool,
 }
 
 const KEEP_SKIPPED: usize = 20;
 
-/// Reads a capture file of any supported format.
+/// Reads a capture file of any supported format, strictly.
 pub fn read_capture(path: &Path) -> Result<Capture, CaptureError> {
-    let bytes = std::fs::read(path).map_err(|e| CaptureError {
+    read_capture_with(path, &ParseOptions::default()).map(|p| p.capture)
+}
+
+/// Reads a capture file with options. The file is read line by line (memory holds the
+/// events, not the file), each line bounded by [`MAX_LINE`].
+pub fn read_capture_with(path: &Path, options: &ParseOptions) -> Result<Parsed, CaptureError> {
+    let file = std::fs::File::open(path).map_err(|e| CaptureError {
         file: path.to_path_buf(),
         line: 0,
         message: format!("cannot read: {e}"),
     })?;
-    parse_capture(&bytes, path)
+    parse_capture_from(io::BufReader::with_capacity(1 << 20, file), path, options)
 }
 
 /// Parses capture bytes strictly; `file` is only used in errors.
@@ -108,15 +117,26 @@ pub fn parse_capture_with(
     file: &Path,
     options: &ParseOptions,
 ) -> Result<Parsed, CaptureError> {
+    parse_capture_from(bytes, file, options)
+}
+
+fn parse_capture_from(
+    mut input: impl BufRead,
+    file: &Path,
+    options: &ParseOptions,
+) -> Result<Parsed, CaptureError> {
     let err = |line: usize, message: String| CaptureError {
         file: file.to_path_buf(),
         line,
         message,
     };
-    if bytes.is_empty() {
+    let start = input
+        .fill_buf()
+        .map_err(|e| err(0, format!("cannot read: {e}")))?;
+    if start.is_empty() {
         return Err(err(0, "empty file: not a capture".into()));
     }
-    if bytes.starts_with(TRACE_DAT_MAGIC) {
+    if start.starts_with(TRACE_DAT_MAGIC) {
         return Err(err(
             0,
             "this is a binary trace-cmd trace.dat; convert it with `trace-cmd report -i FILE > FILE.txt` \
@@ -129,18 +149,31 @@ pub fn parse_capture_with(
         options,
         parsed: Parsed::default(),
     };
-    let first_line = bytes.split(|&b| b == b'\n').next().unwrap_or_default();
-    if first_line.strip_suffix(b"\r").unwrap_or(first_line) == CAPTURE_MAGIC.as_bytes() {
+    let mut lines = Lines {
+        input,
+        file,
+        buf: Vec::new(),
+        number: 0,
+        again: false,
+    };
+    let vftrace_format = match lines.next()? {
+        None => return Err(err(0, "empty file: not a capture".into())),
+        Some((_, Ok(line))) if line == CAPTURE_MAGIC => true,
+        Some((_, Ok(line))) if line.starts_with("# vftrace kvm capture") => {
+            return Err(err(
+                1,
+                format!("unsupported capture version `{line}` (this vftrace reads v1)"),
+            ))
+        }
+        Some(_) => false,
+    };
+    if vftrace_format {
         parser.parsed.capture.source = "vftrace".into();
-        parser.vftrace(bytes)?;
-    } else if first_line.starts_with(b"# vftrace kvm capture") {
-        let shown = String::from_utf8_lossy(first_line);
-        return Err(err(
-            1,
-            format!("unsupported capture version `{shown}` (this vftrace reads v1)"),
-        ));
+        parser.vftrace(lines)?;
     } else {
-        parser.text(bytes)?;
+        // The first line was read to tell the format; it is the first to parse.
+        lines.again = true;
+        parser.text(lines)?;
     }
     Ok(parser.parsed)
 }
@@ -156,28 +189,58 @@ struct Parser<'a> {
     parsed: Parsed,
 }
 
-/// Splits into (1-based line number, line) with the length bound, CR stripped.
-/// An over-long line is an error even when lenient, so the error says whether it is fatal.
-fn lines(bytes: &[u8]) -> impl Iterator<Item = (usize, Result<&str, BadText>)> {
-    let body = bytes.strip_suffix(b"\n").unwrap_or(bytes);
-    body.split(|&b| b == b'\n').enumerate().map(|(i, raw)| {
+/// Reads (1-based line number, line) with the length bound, CR stripped. An over-long line is
+/// an error even when lenient, so the error says whether it is fatal.
+struct Lines<'f, R: BufRead> {
+    input: R,
+    file: &'f Path,
+    buf: Vec<u8>,
+    number: usize,
+    /// Return the current line once more.
+    again: bool,
+}
+
+/// A line's number and its text (or why it has none).
+type NumberedLine<'a> = (usize, Result<&'a str, BadText>);
+
+impl<R: BufRead> Lines<'_, R> {
+    fn next(&mut self) -> Result<Option<NumberedLine<'_>>, CaptureError> {
+        if std::mem::take(&mut self.again) {
+            return Ok(Some((self.number, self.decode())));
+        }
+        self.buf.clear();
+        // The line, its CR and LF, and one more byte to tell an over-long line.
+        let limit = MAX_LINE as u64 + 3;
+        let n = (&mut self.input)
+            .take(limit)
+            .read_until(b'\n', &mut self.buf)
+            .map_err(|e| CaptureError {
+                file: self.file.to_path_buf(),
+                line: self.number + 1,
+                message: format!("cannot read: {e}"),
+            })?;
+        if n == 0 {
+            return Ok(None);
+        }
+        self.number += 1;
+        Ok(Some((self.number, self.decode())))
+    }
+
+    fn decode(&self) -> Result<&str, BadText> {
+        let raw = self.buf.strip_suffix(b"\n").unwrap_or(&self.buf);
         let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
-        let text = if raw.len() > MAX_LINE {
+        if raw.len() > MAX_LINE {
             Err(BadText {
                 fatal: true,
-                message: format!(
-                    "line is {} bytes long, over the {MAX_LINE}-byte limit: not a capture?",
-                    raw.len()
-                ),
+                message: format!("line is over the {MAX_LINE}-byte limit: not a capture?"),
             })
         } else {
             std::str::from_utf8(raw).map_err(|e| BadText {
                 fatal: false,
                 message: format!("not UTF-8 text ({e})"),
             })
-        };
-        (i + 1, text)
-    })
+        }
+    }
 }
 
 impl Parser<'_> {
@@ -223,9 +286,9 @@ impl Parser<'_> {
 
     /// tracefs text or trace-cmd report; the source is decided by the header or the first
     /// event's timestamp style.
-    fn text(&mut self, bytes: &[u8]) -> Result<(), CaptureError> {
+    fn text<R: BufRead>(&mut self, mut lines: Lines<R>) -> Result<(), CaptureError> {
         let mut source: Option<&str> = None;
-        for (number, text) in lines(bytes) {
+        while let Some((number, text)) = lines.next()? {
             let Some(text) = self.usable(number, text)? else {
                 continue;
             };
@@ -272,10 +335,10 @@ impl Parser<'_> {
         Ok(())
     }
 
-    fn vftrace(&mut self, bytes: &[u8]) -> Result<(), CaptureError> {
+    fn vftrace<R: BufRead>(&mut self, mut lines: Lines<R>) -> Result<(), CaptureError> {
         let mut end: Option<(usize, u64)> = None;
         let mut last_line = 0;
-        for (number, text) in lines(bytes).skip(1) {
+        while let Some((number, text)) = lines.next()? {
             last_line = number;
             let Some(text) = self.usable(number, text)? else {
                 continue;
@@ -302,7 +365,7 @@ impl Parser<'_> {
                 self.bad_line(line, m)?;
             }
             Some(_) => {}
-            None if self.options.lenient => {}
+            None if self.options.lenient => self.parsed.cut_short = true,
             None => {
                 return Err(self.error(
                     last_line.max(1),
@@ -499,6 +562,11 @@ impl<W: Write> CaptureWriter<W> {
         self.out.write_all(self.line.as_bytes())
     }
 
+    /// Writes what is buffered to the file (a recorder does so regularly).
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+
     /// Events written so far.
     pub fn event_count(&self) -> u64 {
         self.events
@@ -516,9 +584,10 @@ impl<W: Write> CaptureWriter<W> {
     }
 }
 
-/// Writes a whole capture in vftrace format (syncs go first, in order; `source` is not kept).
+/// Writes a whole capture in vftrace format (syncs go first, in order; `source` is not kept),
+/// through a temporary renamed onto `path` when complete.
 pub fn write_capture(path: &Path, capture: &Capture) -> io::Result<()> {
-    let file = std::fs::File::create(path)?;
+    let file = OutputFile::create(path, &[])?;
     let mut writer = CaptureWriter::new(io::BufWriter::new(file))?;
     if capture.source != "vftrace" && !capture.source.is_empty() {
         writer.info("note", &format!("converted from {}", capture.source))?;
@@ -534,7 +603,7 @@ pub fn write_capture(path: &Path, capture: &Capture) -> io::Result<()> {
         .finish(hz, capture.lost_events)?
         .into_inner()
         .map_err(|e| e.into_error())?
-        .sync_all()
+        .commit()
 }
 
 #[cfg(test)]

@@ -20,7 +20,8 @@ use std::fmt;
 use std::path::PathBuf;
 
 pub use capture::{
-    parse_capture, parse_capture_with, read_capture, write_capture, CaptureWriter, ParseOptions,
+    parse_capture, parse_capture_with, read_capture, read_capture_with, write_capture, CaptureWriter,
+    ParseOptions,
     Parsed, CAPTURE_MAGIC,
 };
 pub use clock::{monotonic_ns, tsc_now};

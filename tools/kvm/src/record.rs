@@ -15,14 +15,15 @@ use crate::tracefs::{Instance, Tracefs};
 use crate::KvmEvent;
 use anyhow::{bail, Context, Result};
 use std::fs::File;
-use std::io::{BufWriter, IsTerminal, Read, Write};
+use std::io::{BufWriter, IsTerminal, Read};
 use std::os::unix::fs::OpenOptionsExt;
-use std::os::unix::process::ExitStatusExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus};
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use vftrace_format::output::OutputFile;
 use std::time::{Duration, Instant};
 
 /// Events recorded when none are asked for. `kvm_write_tsc_offset` is always added.
@@ -107,13 +108,11 @@ pub fn record(opts: &RecordOptions) -> Result<RecordSummary> {
         bail!("buffer size must be at least 1 KiB per CPU");
     }
     let tracefs = Tracefs::locate_or_mount()?;
-    let file = File::create(&opts.output)
+    // A temporary beside the output until the recording has begun: a recording that cannot
+    // start (no such command, no buffer) leaves a previous output as it was.
+    let mut output = OutputFile::create(&opts.output, &[])
         .with_context(|| format!("cannot create {}", opts.output.display()))?;
-    let mut output = UnstartedOutput {
-        path: &opts.output,
-        recording_started: false,
-    };
-    let mut writer = CaptureWriter::new(BufWriter::with_capacity(1 << 20, file))?;
+    let mut writer = CaptureWriter::new(BufWriter::with_capacity(1 << 20, output.writer()?))?;
 
     for stale in tracefs.remove_stale_instances() {
         eprintln!("vftrace kvm: note: removed instance {stale} left by a recorder that was killed");
@@ -150,9 +149,12 @@ pub fn record(opts: &RecordOptions) -> Result<RecordSummary> {
         &opts.command[..]
     };
     let mut child = ChildGuard::spawn(command)?;
-    // From here on the file holds a recording; even if something fails it is kept (a reader
-    // reports it as cut short and can read it leniently).
-    output.recording_started = true;
+    // From here on the file holds a recording; even if something fails or the recorder is
+    // killed it is kept, flushed at least every second (a reader reports it as cut short and
+    // can read it leniently).
+    output
+        .publish()
+        .with_context(|| format!("cannot create {}", opts.output.display()))?;
 
     let mut progress = Progress::new(opts.progress);
     // None: the reader stopped by itself, which only an error makes it do (reported below).
@@ -169,7 +171,7 @@ pub fn record(opts: &RecordOptions) -> Result<RecordSummary> {
         if reader.finished() {
             break None;
         }
-        progress.show(started, reader.events.load(Ordering::Relaxed));
+        progress.show(reader.events.load(Ordering::Relaxed));
         std::thread::sleep(Duration::from_millis(20));
     };
     // A signal or the duration ends the command too; a terminal's Ctrl-C already reached it.
@@ -208,6 +210,7 @@ pub fn record(opts: &RecordOptions) -> Result<RecordSummary> {
         .map_err(|e| e.into_error())?
         .sync_all()
         .context("cannot write the capture")?;
+    output.commit().context("cannot write the capture")?;
 
     let instance_path = instance.path().to_path_buf();
     instance.remove()?;
@@ -245,21 +248,6 @@ fn measure_end_sync(start: MeasuredSync) -> MeasuredSync {
         ));
     }
     measure_sync(SYNC_SAMPLES)
-}
-
-/// The output file until recording has started: removed if setting up fails, so a failed
-/// start leaves no capture that looks like a recording.
-struct UnstartedOutput<'a> {
-    path: &'a std::path::Path,
-    recording_started: bool,
-}
-
-impl Drop for UnstartedOutput<'_> {
-    fn drop(&mut self) {
-        if !self.recording_started {
-            let _ = std::fs::remove_file(self.path);
-        }
-    }
 }
 
 /// `exit N` or `signal N`, as stored in the capture.
@@ -374,7 +362,26 @@ impl ChildGuard {
         let child = match command.split_first() {
             None => None,
             Some((program, args)) => {
-                Some(Command::new(program).args(args).spawn().with_context(|| {
+                let mut command = Command::new(program);
+                command.args(args);
+                let recorder = std::process::id();
+                // SAFETY: the closure runs in the forked child before exec and calls only
+                // async-signal-safe functions (prctl, getppid).
+                unsafe {
+                    command.pre_exec(move || {
+                        // Ends the command when the recorder dies, even by SIGKILL (no cleanup
+                        // of ours runs then). SIGTERM: a wrapper like timeout(1) passes it on.
+                        if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                        // The recorder may have died before the prctl: then nobody would.
+                        if libc::getppid() as u32 != recorder {
+                            return Err(std::io::Error::other("the recorder has exited"));
+                        }
+                        Ok(())
+                    })
+                };
+                Some(command.spawn().with_context(|| {
                     format!("cannot run `{program}` (is it installed and on PATH?)")
                 })?)
             }
@@ -451,6 +458,10 @@ struct Reader {
 /// Read size. The kernel returns at most a page of text per read of trace_pipe.
 const READ_CHUNK: usize = 64 * 1024;
 
+/// The capture is flushed to its file at least this often, so a recorder killed by SIGKILL
+/// leaves what it had read but for the last moments.
+const FLUSH_INTERVAL: Duration = Duration::from_millis(500);
+
 /// Pause after trace_pipe runs dry. A read as soon as data arrives (poll) would fetch a few
 /// events per system call and cost about three times the CPU of this batching; the ring
 /// buffer easily holds 10 ms of events.
@@ -513,7 +524,12 @@ fn read_pipe(
     let mut pending: Vec<u8> = Vec::new();
     let mut outcome_lost = 0u64;
     let mut unreadable = 0u64;
+    let mut flushed: Option<Instant> = None;
     loop {
+        if flushed.is_none_or(|t| t.elapsed() >= FLUSH_INTERVAL) {
+            writer.flush().context("cannot write the capture")?;
+            flushed = Some(Instant::now());
+        }
         // Read the stop request before reading, so a read that finds the pipe empty after
         // the request saw everything written before tracing was turned off.
         let stopping = stop.load(Ordering::SeqCst);
@@ -583,45 +599,31 @@ fn read_pipe(
 
 // --- progress ----------------------------------------------------------------------------
 
-/// `recording: N events, T s` on a terminal's stderr, from the first second on.
+/// `recording: N events (T, Ctrl-C stops)` on a terminal's stderr (indicatif).
 struct Progress {
-    enabled: bool,
-    shown: bool,
-    last: Option<Instant>,
+    bar: indicatif::ProgressBar,
 }
 
 impl Progress {
     fn new(wanted: bool) -> Progress {
-        Progress {
-            enabled: wanted && std::io::stderr().is_terminal(),
-            shown: false,
-            last: None,
-        }
+        let bar = if wanted && std::io::stderr().is_terminal() {
+            let style = indicatif::ProgressStyle::with_template(
+                "vftrace kvm: recording: {msg} events, {elapsed} (Ctrl-C stops)",
+            )
+            .expect("a valid template");
+            indicatif::ProgressBar::new_spinner().with_style(style)
+        } else {
+            indicatif::ProgressBar::hidden()
+        };
+        Progress { bar }
     }
 
-    fn show(&mut self, started: Instant, events: u64) {
-        let elapsed = started.elapsed();
-        if !self.enabled
-            || elapsed < Duration::from_secs(1)
-            || self
-                .last
-                .is_some_and(|l| l.elapsed() < Duration::from_millis(250))
-        {
-            return;
-        }
-        self.last = Some(Instant::now());
-        self.shown = true;
-        eprint!(
-            "\rvftrace kvm: recording: {events} events, {:.1} s (Ctrl-C stops)  ",
-            elapsed.as_secs_f64()
-        );
-        let _ = std::io::stderr().flush();
+    fn show(&mut self, events: u64) {
+        self.bar.set_message(events.to_string());
+        self.bar.tick();
     }
 
     fn clear(&mut self) {
-        if self.shown {
-            eprint!("\r{:70}\r", "");
-            self.shown = false;
-        }
+        self.bar.finish_and_clear();
     }
 }

@@ -68,6 +68,10 @@ pub struct MergeOptions {
     /// May the frequency be taken from this machine (kernel log, calibration) when the inputs
     /// do not give it? Right only when the capture was taken here.
     pub allow_local_tsc_hz: bool,
+    /// Read inputs cut short or damaged as far as they go: a KVM capture without its `end`
+    /// line or with unreadable lines (skipped), noted in the warnings. Record files read up to
+    /// their damage are in [`MergeReport::data_errors`] either way.
+    pub lenient: bool,
 }
 
 impl Default for MergeOptions {
@@ -80,6 +84,7 @@ impl Default for MergeOptions {
             tsc_hz: None,
             max_marker_latency_ns: DEFAULT_MAX_MARKER_LATENCY_NS,
             allow_local_tsc_hz: true,
+            lenient: false,
         }
     }
 }
@@ -344,7 +349,7 @@ pub fn merge(opts: &MergeOptions, sink: &mut dyn TimelineSink) -> Result<MergeRe
     }
     let mut warnings = Vec::new();
     let capture = match &opts.kvm {
-        Some(path) => vftrace_kvm::read_capture(path)?,
+        Some(path) => read_kvm(path, opts.lenient, &mut warnings)?,
         None => Capture::default(),
     };
     let guest = match &opts.guest {
@@ -501,6 +506,25 @@ pub fn merge(opts: &MergeOptions, sink: &mut dyn TimelineSink) -> Result<MergeRe
     }
     sink.finish()?;
     Ok(report)
+}
+
+/// The capture at `path`; leniently read, what was skipped becomes warnings.
+fn read_kvm(path: &Path, lenient: bool, warnings: &mut Vec<String>) -> Result<Capture, MergeError> {
+    let parsed = vftrace_kvm::read_capture_with(path, &vftrace_kvm::ParseOptions { lenient })?;
+    if parsed.cut_short {
+        warnings.push(format!(
+            "{}: cut short (no `end` line: was the recorder killed?); using its {} events",
+            path.display(),
+            parsed.capture.events.len()
+        ));
+    }
+    if let Some(first) = parsed.skipped.first() {
+        warnings.push(format!(
+            "{} unreadable line(s) skipped, the first: {first}",
+            parsed.skipped_lines
+        ));
+    }
+    Ok(parsed.capture)
 }
 
 fn applied_offsets(model: &ClockModel) -> BTreeMap<u32, Vec<OffsetSegment>> {

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::Value;
-use vftrace_convert::{ChromeJsonWriter, TimelineSink};
+use vftrace_convert::ChromeJsonWriter;
 use vftrace_format::clock::{ClockMap, ClockSource};
 use vftrace_format::dir::TraceDirWriter;
 use vftrace_format::info::Info;
@@ -707,7 +707,7 @@ fn bad_inputs_are_errors_naming_the_file() {
 }
 
 #[test]
-fn perfetto_output_through_sink_for_path() {
+fn perfetto_output_through_timeline_output() {
     let dir = scratch("pftrace");
     let guest = dir.0.join("guest");
     let clock = ClockMap::new(HZ, H0, 0, ClockSource::Guest);
@@ -717,18 +717,18 @@ fn perfetto_output_through_sink_for_path() {
         &[(1, vec![(H0 + 10, true, 0, "f"), (H0 + 20, false, 0, "f")])],
     );
     let out = dir.0.join("merged.pftrace");
-    let mut sink: Box<dyn TimelineSink> = vftrace_convert::sink_for_path(&out, None).unwrap();
+    let mut output = vftrace_convert::TimelineOutput::create(&out, None, &[&guest]).unwrap();
     let report = merge(
         &MergeOptions {
             guest: Some(guest),
             tsc_hz: Some(HZ),
             ..Default::default()
         },
-        &mut *sink,
+        &mut *output.sink,
     )
     .unwrap();
     assert_eq!(report.guest_functions, 1);
-    drop(sink);
+    output.commit().unwrap();
     let bytes = std::fs::read(&out).unwrap();
     assert!(
         bytes.len() > 20 && bytes.windows(12).any(|w| w == b"guest vCPU 0"),

@@ -22,11 +22,13 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
+    let from_stdin = args.stream.as_os_str() == "-";
     let opts = CaptureOptions {
         elf: args.elf.as_deref(),
         tsc_hz: args.tsc_hz,
+        stream_file: (!from_stdin).then_some(args.stream.as_path()),
     };
-    let report = if args.stream.as_os_str() == "-" {
+    let report = if from_stdin {
         capture(std::io::stdin().lock(), &args.output, &opts)
     } else {
         let file = File::open(&args.stream)
@@ -37,7 +39,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     print_summary(&report, &args.output.display().to_string());
     if let Some(e) = &report.error {
         bail!(
-            "{}: {e}; the {} frames before it were written to {}",
+            "{}: {e}; the {} frames before it were written to {} (a complete trace up to there)",
             args.stream.display(),
             report.frames,
             args.output.display()
@@ -56,16 +58,10 @@ pub fn print_summary(report: &CaptureReport, output: &str) {
     println!(
         "captured guest \"{name}\": {} records in {} thread(s), {} lost, {} frames, {} symbols, TSC {:.0} Hz -> {output}",
         report.records,
-        report.threads.len(),
+        report.tids.len(),
         report.lost(),
         report.frames,
         report.symbols,
         report.tsc_hz
     );
-    if report.invalid_records > 0 {
-        println!(
-            "warning: {} invalid records were skipped",
-            report.invalid_records
-        );
-    }
 }

@@ -3,7 +3,9 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::Context;
-use vftrace_convert::{convert_dir, sink_for_path, ConvertOptions, OutputFormat, TerminalProgress};
+use vftrace_convert::{
+    convert_dir, ConvertError, ConvertOptions, OutputFormat, TerminalProgress, TimelineOutput,
+};
 
 #[derive(Clone, Copy, clap::ValueEnum)]
 pub enum Format {
@@ -30,6 +32,10 @@ pub struct Args {
     /// Convert only these thread ids (comma separated).
     #[arg(long, value_delimiter = ',')]
     pub tid: Option<Vec<u32>>,
+    /// Convert data files cut short or damaged up to the damage, with a warning, instead of
+    /// failing.
+    #[arg(long)]
+    pub lenient: bool,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -37,31 +43,35 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Format::Json => OutputFormat::ChromeJson,
         Format::Perfetto => OutputFormat::Perfetto,
     });
-    let mut sink = sink_for_path(&args.output, format)?;
+    let mut output = TimelineOutput::create(&args.output, format, &[&args.dir])?;
     let opts = ConvertOptions {
         time_offset_ns: args.time_offset_ns,
         tids: args.tid,
+        lenient: args.lenient,
         ..Default::default()
     };
     let started = Instant::now();
     let mut progress = TerminalProgress::new("converting");
-    let converted = convert_dir(&args.dir, &mut *sink, &opts, &mut |done, total| {
+    let converted = convert_dir(&args.dir, &mut *output.sink, &opts, &mut |done, total| {
         progress.update(done, total)
     });
     progress.finish();
-    // Finish the output even after an error: what was converted stays a valid file.
-    let finished = sink
-        .finish()
-        .with_context(|| format!("writing {}", args.output.display()));
-    let summary = converted.with_context(|| {
-        format!(
-            "converting {} (the output {} holds what was read before the error)",
+    let summary = converted.map_err(|e| {
+        let hint = match e {
+            ConvertError::Records(_) => "; --lenient converts what comes before the damage",
+            _ => "",
+        };
+        anyhow::anyhow!(
+            "converting {}: {e}{hint} ({} was not written)",
             args.dir.display(),
             args.output.display()
         )
     })?;
-    finished?;
-    drop(sink);
+    output
+        .sink
+        .finish()
+        .with_context(|| format!("writing {}", args.output.display()))?;
+    output.commit()?;
     let secs = started.elapsed().as_secs_f64();
     let out_bytes = std::fs::metadata(&args.output).map_or(0, |m| m.len());
     eprintln!(
@@ -75,6 +85,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         out_bytes as f64 / 1e6,
         summary.slices
     );
+    for e in &summary.damaged {
+        eprintln!("vftrace: warning: {e}; converted what comes before it");
+    }
     for tid in &summary.missing_threads {
         eprintln!("vftrace: warning: thread {tid} is listed in info but has no data file; skipped");
     }

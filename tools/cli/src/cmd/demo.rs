@@ -129,6 +129,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         &CaptureOptions {
             elf: Some(&elf),
             tsc_hz: Some(tsc_hz),
+            ..Default::default()
         },
     )?;
     let capture_time = started.elapsed();
@@ -156,8 +157,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         tsc_hz: Some(tsc_hz),
         ..MergeOptions::default()
     };
-    let mut sink = vftrace_convert::sink_for_path(&timeline, None)?;
-    let merged = merge(&opts, &mut *sink)?;
+    let mut output = vftrace_convert::TimelineOutput::create(&timeline, None, &[])?;
+    let merged = merge(&opts, &mut *output.sink)?;
+    output.commit()?;
     print!("{merged}");
     match &merged.residual_stats {
         Some(r) => println!(

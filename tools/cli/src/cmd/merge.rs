@@ -1,7 +1,8 @@
 //! `vftrace merge`: guest functions, host KVM events and host programs on one timeline.
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use vftrace_merge::{merge, MergeOptions, DEFAULT_MARKER_PORT};
+use vftrace_convert::TimelineOutput;
+use vftrace_merge::{merge, MergeError, MergeOptions, DEFAULT_MARKER_PORT};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -26,6 +27,10 @@ pub struct Args {
     /// Output: *.json (Chrome trace JSON) or *.pftrace (Perfetto).
     #[arg(short, long)]
     pub output: PathBuf,
+    /// Use inputs cut short or damaged as far as they can be read (a capture whose recorder
+    /// was killed, a truncated TID.dat), with a warning, instead of failing.
+    #[arg(long)]
+    pub lenient: bool,
 }
 
 fn parse_port(text: &str) -> Result<u16, String> {
@@ -69,17 +74,35 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         marker_port: args.marker_port,
         tsc_hz: args.tsc_hz,
         max_marker_latency_ns: args.max_marker_latency_us * 1e3,
+        lenient: args.lenient,
         ..MergeOptions::default()
     };
-    let mut sink = vftrace_convert::sink_for_path(&args.output, None)?;
-    let report = merge(&opts, &mut *sink)?;
+    let inputs: Vec<&Path> = opts
+        .guest
+        .iter()
+        .chain(&opts.kvm)
+        .chain(&opts.hosts)
+        .map(PathBuf::as_path)
+        .collect();
+    let mut output = TimelineOutput::create(&args.output, None, &inputs)?;
+    let report = merge(&opts, &mut *output.sink).map_err(|e| {
+        let hint = if matches!(e, MergeError::Capture(_)) && !opts.lenient {
+            " (if the capture was cut short, --lenient uses what it holds)"
+        } else {
+            ""
+        };
+        anyhow::anyhow!("{e}{hint}; {} was not written", args.output.display())
+    })?;
     print!("{report}");
-    println!("wrote {}", args.output.display());
-    if !report.data_errors.is_empty() {
+    if !report.data_errors.is_empty() && !opts.lenient {
         anyhow::bail!(
-            "{} input file(s) could not be read to the end (what came before is in the output)",
-            report.data_errors.len()
+            "{} input file(s) could not be read to the end, so {} was not written; \
+             --lenient writes what comes before the damage",
+            report.data_errors.len(),
+            args.output.display()
         );
     }
+    output.commit()?;
+    println!("wrote {}", args.output.display());
     Ok(())
 }
