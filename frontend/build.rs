@@ -30,17 +30,18 @@ fn main() {
     let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());
     let root = manifest_dir.parent().unwrap();
     let staticlib = root.join("staticlib");
-    for dir in [
-        "backend/src",
-        "backend/Cargo.toml",
-        "staticlib/src",
-        "staticlib/Cargo.toml",
-        "format/src/record.rs",
-        "format/src/pool.rs",
-        "format/src/abi.rs",
-    ] {
-        println!("cargo:rerun-if-changed={}", root.join(dir).display());
-    }
+    vftrace_build_support::rerun_if_changed(
+        root,
+        &[
+            "backend/src",
+            "backend/Cargo.toml",
+            "staticlib/src",
+            "staticlib/Cargo.toml",
+            "format/src/record.rs",
+            "format/src/pool.rs",
+            "format/src/abi.rs",
+        ],
+    );
     println!("cargo:rerun-if-env-changed=VFTRACE_BACKEND_FEATURES");
     // The preload library links the backend crate itself (initial-exec TLS).
     if env::var_os("CARGO_FEATURE_PRELOAD").is_some() {
@@ -50,50 +51,12 @@ fn main() {
     let (target, interruptsafe) = backend_target();
     let out = PathBuf::from(env::var("OUT_DIR").unwrap());
     let target_dir = out.join("backend-build");
-    let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-
-    let mut cmd = Command::new(cargo);
-    cmd.arg("build")
-        .arg("--release")
-        .arg("--offline")
-        .arg("--manifest-path")
-        .arg(staticlib.join("Cargo.toml"))
-        .arg("--target")
-        .arg(&target)
-        .arg("--target-dir")
-        .arg(&target_dir);
+    let mut cmd =
+        vftrace_build_support::nested_cargo(&staticlib.join("Cargo.toml"), &target, &target_dir);
     if interruptsafe {
         cmd.arg("--features").arg("interruptsafe");
     }
-    // Whatever the application is built with (-Z instrument-mcount above all) must not reach
-    // the backend.
-    for var in [
-        "RUSTFLAGS",
-        "CARGO_ENCODED_RUSTFLAGS",
-        "CARGO_BUILD_RUSTFLAGS",
-        "RUSTC_WORKSPACE_WRAPPER",
-        "CARGO_TARGET_DIR",
-        "CARGO_BUILD_TARGET",
-        "CARGO_MAKEFLAGS",
-        "MAKEFLAGS",
-        "MFLAGS",
-    ] {
-        cmd.env_remove(var);
-    }
-    for (k, _) in env::vars() {
-        if k.starts_with("CARGO_TARGET_") && k.ends_with("_RUSTFLAGS")
-            || k.starts_with("CARGO_PROFILE_")
-        {
-            cmd.env_remove(k);
-        }
-    }
-    let status = cmd
-        .status()
-        .expect("could not run cargo to build the vftrace backend");
-    assert!(
-        status.success(),
-        "building the vftrace backend (staticlib/) failed"
-    );
+    vftrace_build_support::run(&mut cmd, "building the vftrace backend (staticlib/)");
 
     let built = target_dir
         .join(&target)

@@ -37,6 +37,8 @@ pub mod markers;
 #[cfg(feature = "std")]
 pub mod output;
 #[cfg(feature = "std")]
+pub mod pool_drain;
+#[cfg(feature = "std")]
 pub mod pool_read;
 #[cfg(feature = "std")]
 pub mod reader;

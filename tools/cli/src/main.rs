@@ -28,11 +28,15 @@ enum Command {
     Capture(cmd::capture::Args),
     /// Boot the example unikernel under KVM, trace it and the host, and show the merged result.
     Demo(cmd::demo::Args),
+    /// Run an unmodified instrumented program and record its trace (the whole process family).
+    Record(cmd::record::Args),
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        // Its exit status is the traced program's.
+        Command::Record(a) => return cmd::record::run(a),
         Command::Kvm(a) => cmd::kvm::run(a),
         Command::Convert(a) => cmd::convert::run(a),
         Command::Merge(a) => cmd::merge::run(a),

@@ -67,8 +67,9 @@ fn resolve(name: &str) -> anyhow::Result<PathBuf> {
     bail!("{name}: command not found on PATH")
 }
 
-/// The preload library: `VFTRACE_PRELOAD`, or `libvftrace_preload.so` beside the `vftrace`
-/// binary (cargo builds both into the same directory).
+/// The preload library: `VFTRACE_PRELOAD` if set, else the one this build made
+/// (tools/record/build.rs), else `libvftrace_preload.so` beside the `vftrace` binary (an
+/// installed copy, whose build directory is gone).
 pub fn preload_library() -> anyhow::Result<PathBuf> {
     if let Some(p) = std::env::var_os("VFTRACE_PRELOAD") {
         let p = PathBuf::from(p);
@@ -77,17 +78,18 @@ pub fn preload_library() -> anyhow::Result<PathBuf> {
         }
         return Ok(std::fs::canonicalize(&p)?);
     }
+    let built = PathBuf::from(env!("VFTRACE_PRELOAD_LIBRARY"));
+    if built.is_file() {
+        return Ok(built);
+    }
     let exe = std::env::current_exe().context("where is the vftrace binary?")?;
-    let dir = exe.parent().unwrap_or(Path::new("."));
-    // Test binaries live one level down (target/*/deps).
-    for d in [dir, dir.parent().unwrap_or(dir)] {
-        let p = d.join("libvftrace_preload.so");
-        if p.is_file() {
-            return Ok(p);
-        }
+    let beside = exe.parent().unwrap_or(Path::new(".")).join("libvftrace_preload.so");
+    if beside.is_file() {
+        return Ok(beside);
     }
     bail!(
-        "libvftrace_preload.so is not beside {}; build it with `cargo build --release -p vftrace-preload` (or set VFTRACE_PRELOAD)",
-        exe.display()
+        "libvftrace_preload.so is neither beside {} nor at {}; rebuild vftrace (cargo build --release -p vftrace-cli) or set VFTRACE_PRELOAD",
+        exe.display(),
+        built.display()
     )
 }

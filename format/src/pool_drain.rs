@@ -1,4 +1,5 @@
-//! The consumer side of the pool while the program runs: full chunks are copied into their
+//! The consumer side of a pool while its producers run (`vftrace record` draining a program,
+//! the host draining a guest): full chunks are copied into their
 //! threads' `TID.dat` in sequence order and handed back; slots of ended threads are collected
 //! and freed; messages (sessions, forks, libraries) are kept for task.txt. At the end, what is
 //! left (chunks of threads still running, or of processes that died) is read as far as it is
@@ -7,13 +8,13 @@
 //! Everything read from the pool is untrusted: a chunk whose owner cannot be placed, or a
 //! record that is not a record, ends that thread's trace with a message, never the recording.
 use std::collections::{BTreeMap, HashMap};
-use vftrace_format::clock::ClockMap;
-use vftrace_format::dir::TraceDirWriter;
-use vftrace_format::pool::{
+use crate::clock::ClockMap;
+use crate::dir::TraceDirWriter;
+use crate::pool::{
     message_kind, slot_state, DlopenMessage, ForkMessage, Pool, PoolMode, SessionMessage,
 };
-use vftrace_format::pool_read::{self, ChunkRef, SlotInfo, ThreadRecords};
-use vftrace_format::record::Record;
+use crate::pool_read::{self, ChunkRef, SlotInfo, ThreadRecords};
+use crate::record::Record;
 
 /// A process image's session (its `Session` message).
 #[derive(Clone, Debug)]
