@@ -28,6 +28,10 @@ enum Command {
     Capture(cmd::capture::Args),
     /// Boot the example unikernel under KVM, trace it and the host, and show the merged result.
     Demo(cmd::demo::Args),
+    /// Sample a running guest's vCPU stacks through its VMM's gdb stub: folded stacks, flame graph.
+    Profile(cmd::profile::Args),
+    /// Profile the example unikernel from the host while it traces itself; compare and merge both.
+    DemoProfile(cmd::demo_profile::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -39,6 +43,8 @@ fn main() -> std::process::ExitCode {
         Command::Sym(a) => cmd::sym::run(a),
         Command::Capture(a) => cmd::capture::run(a),
         Command::Demo(a) => cmd::demo::run(a),
+        Command::Profile(a) => cmd::profile::run(a),
+        Command::DemoProfile(a) => cmd::demo_profile::run(a),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
