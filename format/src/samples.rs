@@ -132,7 +132,11 @@ impl SamplesReader {
         }
         self.line += 1;
         if n > MAX_LINE {
-            return Err(FormatError::at_line(&self.path, self.line, "line longer than 1 MiB"));
+            return Err(FormatError::at_line(
+                &self.path,
+                self.line,
+                "line longer than 1 MiB",
+            ));
         }
         Ok(Some(self.buf.trim_end_matches(['\n', '\r'])))
     }
@@ -169,8 +173,12 @@ impl SamplesReader {
             }
             let mut fields = line.splitn(6, ' ');
             let mut next = |what: &str| fields.next().ok_or_else(|| err(&format!("no {what}")));
-            let host_tsc = next("host_tsc")?.parse().map_err(|_| err("host_tsc is not a number"))?;
-            let vcpu = next("vcpu")?.parse().map_err(|_| err("vcpu is not a number"))?;
+            let host_tsc = next("host_tsc")?
+                .parse()
+                .map_err(|_| err("host_tsc is not a number"))?;
+            let vcpu = next("vcpu")?
+                .parse()
+                .map_err(|_| err("vcpu is not a number"))?;
             let cr3 = match next("cr3")? {
                 "-" => None,
                 t => Some(
@@ -181,9 +189,16 @@ impl SamplesReader {
             };
             let cpl = match next("cpl")? {
                 "-" => None,
-                t => Some(t.parse::<u8>().ok().filter(|c| *c <= 3).ok_or_else(|| err("cpl is not 0..3 or -"))?),
+                t => Some(
+                    t.parse::<u8>()
+                        .ok()
+                        .filter(|c| *c <= 3)
+                        .ok_or_else(|| err("cpl is not 0..3 or -"))?,
+                ),
             };
-            let pause_ns = next("pause_ns")?.parse().map_err(|_| err("pause_ns is not a number"))?;
+            let pause_ns = next("pause_ns")?
+                .parse()
+                .map_err(|_| err("pause_ns is not a number"))?;
             let stack = next("stack")?.to_string();
             return Ok(Some(ProfileSample {
                 host_tsc,
@@ -221,7 +236,12 @@ mod tests {
             pause_ns: 95000,
             stack: "guest_main;<T as core::fmt::Debug>::fmt".into(),
         };
-        let b = ProfileSample { cr3: None, cpl: None, stack: "bad\nname".into(), ..a.clone() };
+        let b = ProfileSample {
+            cr3: None,
+            cpl: None,
+            stack: "bad\nname".into(),
+            ..a.clone()
+        };
         write_sample(&mut out, &a).unwrap();
         write_sample(&mut out, &b).unwrap();
         write_trailer(&mut out, (300, 400), Some(2.5e9)).unwrap();
@@ -229,7 +249,10 @@ mod tests {
         let mut r = SamplesReader::open(&p).unwrap();
         assert_eq!(r.next_sample().unwrap().unwrap(), a);
         let b2 = r.next_sample().unwrap().unwrap();
-        assert_eq!((b2.cr3, b2.cpl, b2.stack.as_str()), (None, None, "bad?name"));
+        assert_eq!(
+            (b2.cr3, b2.cpl, b2.stack.as_str()),
+            (None, None, "bad?name")
+        );
         assert_eq!(r.next_sample().unwrap(), None);
         assert_eq!(r.info.syncs, [(100, 200), (300, 400)]);
         assert_eq!(r.info.tsc_hz, Some(2.5e9));
@@ -239,8 +262,15 @@ mod tests {
     #[test]
     fn bad_files_name_the_line() {
         let p = file("notours", b"hello\n");
-        assert!(SamplesReader::open(&p).err().unwrap().to_string().contains(":1: not a vftrace samples file"));
-        let p = file("bad", format!("{MAGIC}\n1 0 0x10 3 5 a;b\n1 0 0x10 7 5 a\n").as_bytes());
+        assert!(SamplesReader::open(&p)
+            .err()
+            .unwrap()
+            .to_string()
+            .contains(":1: not a vftrace samples file"));
+        let p = file(
+            "bad",
+            format!("{MAGIC}\n1 0 0x10 3 5 a;b\n1 0 0x10 7 5 a\n").as_bytes(),
+        );
         let mut r = SamplesReader::open(&p).unwrap();
         r.next_sample().unwrap();
         let e = r.next_sample().unwrap_err();

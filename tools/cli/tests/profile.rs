@@ -45,7 +45,10 @@ fn kvm_available() -> bool {
     .map(|(n, _)| n)
     .collect();
     if !missing.is_empty() {
-        vftrace_testsupport::missing(&format!("{missing:?}"), "the profile tests sample a guest under KVM");
+        vftrace_testsupport::missing(
+            &format!("{missing:?}"),
+            "the profile tests sample a guest under KVM",
+        );
     }
     missing.is_empty()
 }
@@ -80,7 +83,11 @@ fn scratch(name: &str) -> PathBuf {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn guest_run(elf: &Path, cmdline: &str, work: &Path) -> GuestRun {
@@ -147,16 +154,25 @@ fn profile_guest(
         cmd.arg("--ram").arg(session.ram_path());
     }
     let started = Instant::now();
-    let output = cmd.arg("--").args(qemu_with_gdb(&session, port)).output().unwrap();
+    let output = cmd
+        .arg("--")
+        .args(qemu_with_gdb(&session, port))
+        .output()
+        .unwrap();
     // `vftrace profile` passes the command's exit status on: QEMU's, whose 1 is the guest's
     // success.
-    let status = std::os::unix::process::ExitStatusExt::from_raw(output.status.code().unwrap_or(255) << 8);
+    let status =
+        std::os::unix::process::ExitStatusExt::from_raw(output.status.code().unwrap_or(255) << 8);
     let outcome = session.collect(Some(status), started.elapsed()).unwrap();
     (output, outcome, out)
 }
 
 fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 
 /// stacks.folded as (frames, count).
@@ -166,16 +182,26 @@ fn folded(dir: &Path) -> Vec<(Vec<String>, u64)> {
         .lines()
         .map(|l| {
             let (stack, n) = l.rsplit_once(' ').unwrap();
-            (stack.split(';').map(str::to_string).collect(), n.parse().unwrap())
+            (
+                stack.split(';').map(str::to_string).collect(),
+                n.parse().unwrap(),
+            )
         })
         .collect()
 }
 
 /// Share of the samples with `function` on their stack among those with `ROOT` on it.
 fn sample_share(stacks: &[(Vec<String>, u64)], function: &str) -> f64 {
-    let within: Vec<&(Vec<String>, u64)> = stacks.iter().filter(|(s, _)| s.iter().any(|f| f == ROOT)).collect();
+    let within: Vec<&(Vec<String>, u64)> = stacks
+        .iter()
+        .filter(|(s, _)| s.iter().any(|f| f == ROOT))
+        .collect();
     let all: u64 = within.iter().map(|(_, n)| n).sum();
-    let with: u64 = within.iter().filter(|(s, _)| s.iter().any(|f| f == function)).map(|(_, n)| n).sum();
+    let with: u64 = within
+        .iter()
+        .filter(|(s, _)| s.iter().any(|f| f == function))
+        .map(|(_, n)| n)
+        .sum();
     with as f64 / all as f64
 }
 
@@ -205,8 +231,16 @@ fn summary_number(text: &str, line_start: &str, key: &str) -> f64 {
         .lines()
         .find(|l| l.contains(line_start))
         .unwrap_or_else(|| panic!("no {line_start:?} line in:\n{text}"));
-    let rest = &line[line.find(key).unwrap_or_else(|| panic!("{key:?} missing: {line}")) + key.len()..];
-    rest.split_whitespace().next().unwrap().trim_end_matches(',').parse().unwrap()
+    let rest = &line[line
+        .find(key)
+        .unwrap_or_else(|| panic!("{key:?} missing: {line}"))
+        + key.len()..];
+    rest.split_whitespace()
+        .next()
+        .unwrap()
+        .trim_end_matches(',')
+        .parse()
+        .unwrap()
 }
 
 #[test]
@@ -217,10 +251,20 @@ fn instrumented_guest_stacks_agree_with_its_own_trace() {
     let elf = guest(true);
     let cmdline = "fib=18 sort=10 helpers=100 spin=3500";
     let unprofiled = run_guest(&guest_run(elf, cmdline, &scratch("instr-plain"))).unwrap();
-    assert_eq!(unprofiled.status, Some(SUCCESS_STATUS), "{}", unprofiled.serial);
+    assert_eq!(
+        unprofiled.status,
+        Some(SUCCESS_STATUS),
+        "{}",
+        unprofiled.serial
+    );
     let (output, outcome, dir) = profile_guest(elf, elf, cmdline, "instr", &["-F", "997"], true);
     let log = text(&output);
-    assert_eq!(outcome.status, Some(SUCCESS_STATUS), "{log}\n{}", outcome.serial);
+    assert_eq!(
+        outcome.status,
+        Some(SUCCESS_STATUS),
+        "{log}\n{}",
+        outcome.serial
+    );
     assert_eq!(
         comparable(&outcome.serial),
         comparable(&unprofiled.serial),
@@ -230,16 +274,22 @@ fn instrumented_guest_stacks_agree_with_its_own_trace() {
 
     // Stacks name the workload, nested as the code calls it, through vftrace's trampoline.
     let stacks = folded(&dir);
-    let nested = ["guest_main", ROOT, "guest::workload::spin_round", "guest::workload::spin_beta", "guest::workload::spin_gamma"];
+    let nested = [
+        "guest_main",
+        ROOT,
+        "guest::workload::spin_round",
+        "guest::workload::spin_beta",
+        "guest::workload::spin_gamma",
+    ];
     assert!(
         stacks.iter().any(|(s, _)| s.len() >= 5 && s[..5] == nested),
         "no stack {nested:?} in {stacks:?}"
     );
     // The trampoline may be the leaf (a sample while it runs), never a caller.
     assert!(
-        !stacks
+        !stacks.iter().any(|(s, _)| s[..s.len() - 1]
             .iter()
-            .any(|(s, _)| s[..s.len() - 1].iter().any(|f| f == "vftrace_return_trampoline")),
+            .any(|f| f == "vftrace_return_trampoline")),
         "a traced frame's return address was left as the trampoline: {stacks:?}"
     );
 
@@ -257,7 +307,11 @@ fn instrumented_guest_stacks_agree_with_its_own_trace() {
     assert!(report.error.is_none(), "{:?}", report.error);
     let totals = uftrace_totals(&trace);
     let root = totals[ROOT];
-    let in_root: u64 = stacks.iter().filter(|(s, _)| s.iter().any(|f| f == ROOT)).map(|(_, n)| n).sum();
+    let in_root: u64 = stacks
+        .iter()
+        .filter(|(s, _)| s.iter().any(|f| f == ROOT))
+        .map(|(_, n)| n)
+        .sum();
     assert!(in_root >= 400, "only {in_root} samples in {ROOT}: {log}");
     for f in SPIN_FUNCTIONS {
         let traced = 100.0 * totals[f] / root;
@@ -271,10 +325,20 @@ fn instrumented_guest_stacks_agree_with_its_own_trace() {
 
     // The other outputs: a flame graph titled with the image, the vmregs table at CPL 3.
     let svg = std::fs::read_to_string(dir.join("flamegraph.svg")).unwrap();
-    assert!(svg.contains("Guest stacks of guest") && svg.contains("spin_gamma"), "flame graph");
+    assert!(
+        svg.contains("Guest stacks of guest") && svg.contains("spin_gamma"),
+        "flame graph"
+    );
     let table = std::fs::read_to_string(dir.join("vcpus.txt")).unwrap();
-    let row = table.lines().find(|l| l.trim_start().starts_with("0 ")).unwrap_or_else(|| panic!("{table}"));
-    assert_eq!(row.split_whitespace().nth(2), Some("3"), "the workload runs at CPL 3: {table}");
+    let row = table
+        .lines()
+        .find(|l| l.trim_start().starts_with("0 "))
+        .unwrap_or_else(|| panic!("{table}"));
+    assert_eq!(
+        row.split_whitespace().nth(2),
+        Some("3"),
+        "the workload runs at CPL 3: {table}"
+    );
     let median = summary_number(&log, "pause per sample", "median ");
     assert!(median > 0.0);
 
@@ -290,27 +354,45 @@ fn instrumented_guest_stacks_agree_with_its_own_trace() {
         .output()
         .unwrap();
     assert!(merged.status.success(), "{}", text(&merged));
-    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&timeline).unwrap()).unwrap();
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&timeline).unwrap()).unwrap();
     let events = json["traceEvents"].as_array().unwrap();
     let profile_pid = vftrace_merge::profile_samples::PROFILE_PID;
     let samples: Vec<&serde_json::Value> = events
         .iter()
         .filter(|e| e["pid"] == profile_pid && e["ph"] == "i")
         .collect();
-    assert!(samples.len() as u64 >= in_root, "{} sample instants", samples.len());
-    assert!(samples.iter().any(|e| e["name"] == "guest::workload::spin_gamma"));
+    assert!(
+        samples.len() as u64 >= in_root,
+        "{} sample instants",
+        samples.len()
+    );
+    assert!(samples
+        .iter()
+        .any(|e| e["name"] == "guest::workload::spin_gamma"));
     // Samples lie inside the traced spin phase on the same time scale.
     let spin = events
         .iter()
         .find(|e| e["name"] == ROOT && e["ph"] == "X")
         .expect("the spin phase is on the guest's track");
-    let (start, end) = (spin["ts"].as_f64().unwrap(), spin["ts"].as_f64().unwrap() + spin["dur"].as_f64().unwrap());
+    let (start, end) = (
+        spin["ts"].as_f64().unwrap(),
+        spin["ts"].as_f64().unwrap() + spin["dur"].as_f64().unwrap(),
+    );
     let inside = samples
         .iter()
-        .filter(|e| e["name"].as_str().unwrap().starts_with("guest::workload::spin_"))
+        .filter(|e| {
+            e["name"]
+                .as_str()
+                .unwrap()
+                .starts_with("guest::workload::spin_")
+        })
         .filter(|e| (start..=end).contains(&e["ts"].as_f64().unwrap()))
         .count();
-    assert!(inside as u64 >= in_root * 9 / 10, "{inside} of {in_root} spin samples inside the traced phase");
+    assert!(
+        inside as u64 >= in_root * 9 / 10,
+        "{inside} of {in_root} spin samples inside the traced phase"
+    );
     let _ = std::fs::remove_dir_all(dir.parent().unwrap());
 }
 
@@ -325,21 +407,41 @@ fn uninstrumented_guest_is_walked_by_frame_pointers_through_the_stub() {
     // Stacks read through the stub (no --ram): the slow path, at a lower rate.
     let (output, outcome, dir) = profile_guest(elf, elf, cmdline, "plain", &["-F", "300"], false);
     let log = text(&output);
-    assert_eq!(outcome.status, Some(SUCCESS_STATUS), "{log}\n{}", outcome.serial);
+    assert_eq!(
+        outcome.status,
+        Some(SUCCESS_STATUS),
+        "{log}\n{}",
+        outcome.serial
+    );
     assert_eq!(comparable(&outcome.serial), comparable(&unprofiled.serial));
     println!("{log}");
     let stacks = folded(&dir);
     for chain in [
-        &["guest_main", ROOT, "guest::workload::spin_round", "guest::workload::spin_alpha"][..],
-        &["guest_main", ROOT, "guest::workload::spin_round", "guest::workload::spin_beta", "guest::workload::spin_gamma"],
+        &[
+            "guest_main",
+            ROOT,
+            "guest::workload::spin_round",
+            "guest::workload::spin_alpha",
+        ][..],
+        &[
+            "guest_main",
+            ROOT,
+            "guest::workload::spin_round",
+            "guest::workload::spin_beta",
+            "guest::workload::spin_gamma",
+        ],
     ] {
         assert!(
-            stacks.iter().any(|(s, _)| s.len() == chain.len() && s == chain),
+            stacks
+                .iter()
+                .any(|(s, _)| s.len() == chain.len() && s == chain),
             "no stack {chain:?} in {stacks:?}"
         );
     }
     assert!(
-        stacks.iter().all(|(s, _)| !s.iter().any(|f| f.contains("mcount"))),
+        stacks
+            .iter()
+            .all(|(s, _)| !s.iter().any(|f| f.contains("mcount"))),
         "an uninstrumented guest has no mcount"
     );
     let _ = std::fs::remove_dir_all(dir.parent().unwrap());
@@ -353,12 +455,25 @@ fn an_elf_of_another_build_is_refused() {
     }
     let (kernel, other) = (guest(false), guest(true));
     let started = Instant::now();
-    let (output, outcome, dir) =
-        profile_guest(kernel, other, "fib=10 sort=4 helpers=10 spin=300", "mismatch", &[], true);
+    let (output, outcome, dir) = profile_guest(
+        kernel,
+        other,
+        "fib=10 sort=4 helpers=10 spin=300",
+        "mismatch",
+        &[],
+        true,
+    );
     let log = text(&output);
     assert!(!output.status.success(), "{log}");
-    assert!(log.contains("is not what the guest runs") && log.contains(&other.display().to_string()), "{log}");
-    assert!(started.elapsed() < Duration::from_secs(30), "took {:?}", started.elapsed());
+    assert!(
+        log.contains("is not what the guest runs") && log.contains(&other.display().to_string()),
+        "{log}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "took {:?}",
+        started.elapsed()
+    );
     // The command is ended, not left behind.
     assert!(outcome.status.is_some() || outcome.timed_out, "{log}");
     let _ = std::fs::remove_dir_all(dir.parent().unwrap());
@@ -374,13 +489,20 @@ fn a_vm_that_exits_midway_leaves_the_profile_so_far() {
     let session = GuestSession::new(&guest_run(elf, "fib=10 sort=4 helpers=10 spin=2000", &work));
     let port = free_port();
     let argv = qemu_with_gdb(&session, port);
-    let mut qemu = Command::new(&argv[0]).args(&argv[1..]).stdout(Stdio::null()).spawn().unwrap();
+    let mut qemu = Command::new(&argv[0])
+        .args(&argv[1..])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
     let out = work.join("profile");
     let started = Instant::now();
     // The VM started on its own: wait for its port.
     let addr = format!("127.0.0.1:{port}");
     while TcpStream::connect(&addr).is_err() {
-        assert!(started.elapsed() < Duration::from_secs(10), "QEMU did not open its gdb port");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "QEMU did not open its gdb port"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     let _ = qemu.try_wait();
@@ -396,8 +518,14 @@ fn a_vm_that_exits_midway_leaves_the_profile_so_far() {
     let log = text(&output);
     let _ = qemu.wait();
     assert!(output.status.success(), "{log}");
-    assert!(started.elapsed() < Duration::from_secs(30), "the profile did not end with the VM: {log}");
-    assert!(log.contains("before the duration asked for; the profile so far is written"), "{log}");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "the profile did not end with the VM: {log}"
+    );
+    assert!(
+        log.contains("before the duration asked for; the profile so far is written"),
+        "{log}"
+    );
     let stacks = folded(&out);
     assert!(stacks.iter().map(|(_, n)| n).sum::<u64>() > 50, "{log}");
     assert!(out.join("flamegraph.svg").exists() && out.join("vftrace.samples").exists());
@@ -410,13 +538,23 @@ fn nothing_listening_is_a_clear_error() {
     let out = scratch("refused");
     let started = Instant::now();
     let output = vftrace()
-        .args(["profile", "--gdb", &format!("127.0.0.1:{}", free_port()), "-d", "1", "-o"])
+        .args([
+            "profile",
+            "--gdb",
+            &format!("127.0.0.1:{}", free_port()),
+            "-d",
+            "1",
+            "-o",
+        ])
         .arg(&out)
         .output()
         .unwrap();
     let log = text(&output);
     assert!(!output.status.success());
-    assert!(log.contains("cannot connect to the gdb stub") && log.contains("-gdb tcp:"), "{log}");
+    assert!(
+        log.contains("cannot connect to the gdb stub") && log.contains("-gdb tcp:"),
+        "{log}"
+    );
     assert!(started.elapsed() < Duration::from_secs(5));
 }
 
@@ -430,7 +568,8 @@ fn fake_stub(misbehave: fn(&mut TcpStream)) -> (String, std::thread::JoinHandle<
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         let reply = |s: &mut TcpStream, data: &str| {
             let sum = data.bytes().fold(0u8, |a, b| a.wrapping_add(b));
-            s.write_all(format!("+${data}#{sum:02x}").as_bytes()).unwrap();
+            s.write_all(format!("+${data}#{sum:02x}").as_bytes())
+                .unwrap();
         };
         // Registers of gdb's plain amd64 layout: rip 0x100000, rsp = rbp = 0x7000, cs 0x23.
         let mut regs = vec![0u8; 164];
@@ -458,6 +597,7 @@ fn fake_stub(misbehave: fn(&mut TcpStream)) -> (String, std::thread::JoinHandle<
                         "qfThreadInfo" => reply(&mut s, "m01"),
                         "qsThreadInfo" => reply(&mut s, "l"),
                         "g" => reply(&mut s, &regs),
+                        p if p.starts_with("Hg") => reply(&mut s, "OK"),
                         "c" => {}
                         p if p.starts_with('m') => reply(&mut s, "E14"),
                         _ => reply(&mut s, ""),
@@ -474,11 +614,25 @@ fn profile_fake(addr: &str, name: &str) -> (String, bool, Duration, PathBuf) {
     let out = scratch(name);
     let started = Instant::now();
     let output = vftrace()
-        .args(["profile", "--gdb", addr, "-d", "10", "--timeout", "0.5", "-o"])
+        .args([
+            "profile",
+            "--gdb",
+            addr,
+            "-d",
+            "10",
+            "--timeout",
+            "0.5",
+            "-o",
+        ])
         .arg(&out)
         .output()
         .unwrap();
-    (text(&output), output.status.success(), started.elapsed(), out)
+    (
+        text(&output),
+        output.status.success(),
+        started.elapsed(),
+        out,
+    )
 }
 
 #[test]
@@ -490,9 +644,15 @@ fn garbage_from_the_stub_is_a_clear_error_and_the_profile_so_far_is_written() {
     let (log, ok, took, out) = profile_fake(&addr, "garbage");
     stub.join().unwrap();
     assert!(!ok, "{log}");
-    assert!(log.contains("not the gdb remote protocol") && log.contains("not two hex digits"), "{log}");
+    assert!(
+        log.contains("not the gdb remote protocol") && log.contains("not two hex digits"),
+        "{log}"
+    );
     assert!(log.contains("the profile so far is in"), "{log}");
-    assert!(out.join("vftrace.samples").exists() && out.join("stacks.folded").exists(), "{log}");
+    assert!(
+        out.join("vftrace.samples").exists() && out.join("stacks.folded").exists(),
+        "{log}"
+    );
     assert!(took < Duration::from_secs(5), "{took:?}");
 
     // Garbage right away: no handshake.
@@ -505,14 +665,20 @@ fn garbage_from_the_stub_is_a_clear_error_and_the_profile_so_far_is_written() {
     });
     let (log, ok, _, _) = profile_fake(&addr, "garbage-early");
     stub.join().unwrap();
-    assert!(!ok && log.contains("byte 0x53 ('S') where a packet ('$') was expected"), "{log}");
+    assert!(
+        !ok && log.contains("byte 0x53 ('S') where a packet ('$') was expected"),
+        "{log}"
+    );
 }
 
 #[test]
 fn a_stub_that_stops_answering_times_out() {
     let (addr, stub) = fake_stub(|_| std::thread::sleep(Duration::from_secs(3)));
     let (log, ok, took, _) = profile_fake(&addr, "silent");
-    assert!(!ok && log.contains("no answer from the gdb stub") && log.contains("stop reply"), "{log}");
+    assert!(
+        !ok && log.contains("no answer from the gdb stub") && log.contains("stop reply"),
+        "{log}"
+    );
     assert!(took < Duration::from_secs(3), "{took:?}");
     stub.join().unwrap();
 }
@@ -525,13 +691,21 @@ fn demo_profile_compares_sampling_with_tracing() {
     let _ = guest(true);
     let out = scratch("demo");
     let run = vftrace()
-        .args(["demo-profile", "--cmdline", "fib=10 sort=6 helpers=10 spin=1500", "-o"])
+        .args([
+            "demo-profile",
+            "--cmdline",
+            "fib=10 sort=6 helpers=10 spin=1500",
+            "-o",
+        ])
         .arg(&out)
         .output()
         .unwrap();
     let log = text(&run);
     assert!(run.status.success(), "{log}");
-    assert!(log.contains("sampling vs tracing") && log.contains("guest::workload::spin_gamma"), "{log}");
+    assert!(
+        log.contains("sampling vs tracing") && log.contains("guest::workload::spin_gamma"),
+        "{log}"
+    );
     assert!(log.contains("pause per sample: min"), "{log}");
     assert!(out.join("timeline.json").exists() && out.join("profile/flamegraph.svg").exists());
     let _ = std::fs::remove_dir_all(&out);

@@ -114,9 +114,7 @@ impl ChildGuard {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-        eprintln!(
-            "vftrace: the command did not stop within 5 s of signal {signal}; killing it"
-        );
+        eprintln!("vftrace: the command did not stop within 5 s of signal {signal}; killing it");
         let _ = child.kill();
         self.status = Some(child.wait()?);
         Ok(self.status)

@@ -354,7 +354,8 @@ impl fmt::Display for MergeReport {
 /// are errors before anything is written. A record file that turns out corrupt part-way is
 /// kept up to the bad record and reported in [`MergeReport::data_errors`].
 pub fn merge(opts: &MergeOptions, sink: &mut dyn TimelineSink) -> Result<MergeReport, MergeError> {
-    if opts.guest.is_none() && opts.kvm.is_none() && opts.hosts.is_empty() && opts.profile.is_none() {
+    if opts.guest.is_none() && opts.kvm.is_none() && opts.hosts.is_empty() && opts.profile.is_none()
+    {
         return Err(MergeError::NoInput);
     }
     let mut warnings = Vec::new();

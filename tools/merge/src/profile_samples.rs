@@ -45,7 +45,11 @@ pub fn emit_profile(
             }
         };
         if vcpus.insert(sample.vcpu) {
-            sink.thread(PROFILE_PID, sample.vcpu, &format!("vCPU {} samples", sample.vcpu))?;
+            sink.thread(
+                PROFILE_PID,
+                sample.vcpu,
+                &format!("vCPU {} samples", sample.vcpu),
+            )?;
         }
         let leaf = sample.stack.rsplit(';').next().unwrap_or("");
         let mut args = vec![("stack", ArgValue::Str(&sample.stack))];
@@ -71,4 +75,51 @@ pub fn emit_profile(
         samples,
         vcpus: vcpus.len(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vftrace_convert::ChromeJsonWriter;
+
+    #[test]
+    fn samples_become_instants_on_vcpu_tracks_and_a_bad_line_ends_them() {
+        let dir =
+            std::env::temp_dir().join(format!("vftrace-merge-profile-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("vftrace.samples");
+        std::fs::write(
+            &path,
+            "# vftrace profile samples 1\n\
+             2000000000 0 0x108000 3 90000 guest_main;guest::workload::fib\n\
+             3000000000 1 - - 80000 [unknown]\n\
+             4000000000 0 0x108000 9 80000 guest_main\n\
+             5000000000 0 0x108000 3 80000 guest_main\n",
+        )
+        .unwrap();
+        let clock = HostClock::new(&[], 1e9, true);
+        let mut sink = ChromeJsonWriter::new(Vec::new()).unwrap();
+        let mut errors = Vec::new();
+        let tracks = emit_profile(&dir, &clock, &mut sink, &mut errors).unwrap();
+        sink.finish().unwrap();
+        assert_eq!((tracks.samples, tracks.vcpus), (2, 2));
+        assert_eq!(errors.len(), 1);
+        assert!(errors[0].contains("vftrace.samples:4: cpl"), "{errors:?}");
+        let doc: serde_json::Value = serde_json::from_slice(&sink.into_inner()).unwrap();
+        let instants: Vec<&serde_json::Value> = doc["traceEvents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["ph"] == "i")
+            .collect();
+        assert_eq!(instants[0]["name"], "guest::workload::fib");
+        assert_eq!(instants[0]["pid"], PROFILE_PID);
+        assert_eq!(instants[0]["ts"], 2_000_000.0, "host TSC at 1 GHz, in us");
+        assert_eq!(
+            instants[0]["args"]["stack"],
+            "guest_main;guest::workload::fib"
+        );
+        assert_eq!(instants[1]["tid"], 1);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

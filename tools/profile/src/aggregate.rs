@@ -65,7 +65,14 @@ impl Aggregate {
     }
 
     /// Adds one vCPU's sample: its frames' names, outermost first.
-    pub fn add(&mut self, key: GroupKey, folded: String, leaf: &str, cut: Option<Cut>, unresolved: u32) {
+    pub fn add(
+        &mut self,
+        key: GroupKey,
+        folded: String,
+        leaf: &str,
+        cut: Option<Cut>,
+        unresolved: u32,
+    ) {
         *self.stacks.entry(folded).or_default() += 1;
         let group = self.groups.entry(key).or_default();
         group.samples += 1;
@@ -81,7 +88,6 @@ impl Aggregate {
         }
         self.unresolved_trampolines += u64::from(unresolved);
     }
-
 }
 
 /// min / median / max of the pauses.
@@ -159,13 +165,26 @@ mod tests {
     #[test]
     fn pause_stats_and_shares() {
         let s = PauseStats::of(&[300, 100, 200, 400]).unwrap();
-        assert_eq!((s.min.as_nanos(), s.median.as_nanos(), s.max.as_nanos()), (100, 250, 400));
+        assert_eq!(
+            (s.min.as_nanos(), s.median.as_nanos(), s.max.as_nanos()),
+            (100, 250, 400)
+        );
         assert!(PauseStats::of(&[]).is_none());
         let mut a = Aggregate::default();
-        let key = GroupKey { vcpu: 0, cr3: Some(0x1000), cpl: Some(3) };
+        let key = GroupKey {
+            vcpu: 0,
+            cr3: Some(0x1000),
+            cpl: Some(3),
+        };
         a.add(key, "main;run;alpha".into(), "alpha", None, 0);
         a.add(key, "main;run;beta;gamma".into(), "gamma", None, 0);
-        a.add(key, "main;run;beta".into(), "beta", Some(Cut::NotIncreasing), 1);
+        a.add(
+            key,
+            "main;run;beta".into(),
+            "beta",
+            Some(Cut::NotIncreasing),
+            1,
+        );
         a.add(key, "main;other".into(), "other", None, 0);
         assert_eq!(a.samples(), 4);
         assert_eq!(a.unresolved_trampolines, 1);

@@ -30,7 +30,10 @@ pub struct ImageSpec {
 impl ImageSpec {
     /// Splits at the last `@` when what follows is a number (decimal or 0x hex); a path may
     /// contain `@` itself.
-    pub fn parse(text: &str, parse_number: impl Fn(&str) -> Option<u64>) -> Result<ImageSpec, String> {
+    pub fn parse(
+        text: &str,
+        parse_number: impl Fn(&str) -> Option<u64>,
+    ) -> Result<ImageSpec, String> {
         if let Some((path, addr)) = text.rsplit_once('@') {
             if let Some(load) = parse_number(addr) {
                 if path.is_empty() {
@@ -42,7 +45,9 @@ impl ImageSpec {
                 });
             }
             if addr.starts_with("0x") || addr.chars().all(|c| c.is_ascii_digit()) {
-                return Err(format!("{text:?}: {addr:?} is not a load address (0x... for hex)"));
+                return Err(format!(
+                    "{text:?}: {addr:?} is not a load address (0x... for hex)"
+                ));
             }
         }
         Ok(ImageSpec {
@@ -75,6 +80,9 @@ pub struct Image {
     /// Executable segments: runtime address and the file's bytes.
     code: Vec<(u64, Vec<u8>)>,
     pub tracer: Option<TracerLayout>,
+    /// False for a position-independent image given without a load address: where it is must
+    /// be found ([`Images::place_by_code`]).
+    pub placed: bool,
 }
 
 /// All images; looks addresses up in them.
@@ -91,7 +99,10 @@ pub struct FunctionAt<'a> {
 
 impl Images {
     pub fn load(specs: &[ImageSpec]) -> Result<Images, ImageError> {
-        let images = specs.iter().map(Image::load).collect::<Result<Vec<_>, _>>()?;
+        let images = specs
+            .iter()
+            .map(Image::load)
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Images { images })
     }
 
@@ -110,17 +121,16 @@ impl Images {
     }
 
     fn image_at(&self, addr: u64) -> Option<&Image> {
-        self.images.iter().find(|i| (i.start..i.end).contains(&addr))
+        self.images
+            .iter()
+            .find(|i| (i.start..i.end).contains(&addr))
     }
 
     pub fn function_at(&self, addr: u64) -> Option<FunctionAt<'_>> {
         let image = self.image_at(addr)?;
         let link = addr.wrapping_sub(image.bias);
         let f = image.symbols.function_at(link)?;
-        let idx = image
-            .symbols
-            .functions
-            .partition_point(|g| g.addr < f.addr);
+        let idx = image.symbols.functions.partition_point(|g| g.addr < f.addr);
         Some(FunctionAt {
             name: &image.names[idx],
             start: f.addr.wrapping_add(image.bias),
@@ -136,7 +146,10 @@ impl Images {
         match self.image_at(addr) {
             Some(image) => Cow::Owned(format!(
                 "{}+{:#x}",
-                image.path.file_name().map_or(Cow::Borrowed("?"), |n| n.to_string_lossy()),
+                image
+                    .path
+                    .file_name()
+                    .map_or(Cow::Borrowed("?"), |n| n.to_string_lossy()),
                 addr - image.start
             )),
             None => Cow::Borrowed("[unknown]"),
@@ -155,6 +168,44 @@ impl Images {
     /// The first image built with vftrace's tracer, if any.
     pub fn tracer(&self) -> Option<&TracerLayout> {
         self.images.iter().find_map(|i| i.tracer.as_ref())
+    }
+
+    /// Places the position-independent images given without a load address where the guest's
+    /// loader put them (uhyve, for one, picks a new address every run): the code bytes at
+    /// `rip`, found once in an image's executable segments at a page-aligned bias, place it.
+    /// [`Images::verify`] then checks the placement. Returns one message per image placed.
+    pub fn place_by_code(&mut self, mem: &mut dyn GuestMemory, rip: u64) -> Vec<String> {
+        const PROBE: usize = 32;
+        let mut messages = Vec::new();
+        let mut at_rip = [0u8; PROBE];
+        if mem.read(rip, &mut at_rip).is_err() {
+            return messages;
+        }
+        for image in self.images.iter_mut().filter(|i| !i.placed) {
+            let mut found = None;
+            let mut count = 0;
+            for (start, bytes) in &image.code {
+                for (off, window) in bytes.windows(PROBE).enumerate() {
+                    if window == at_rip {
+                        count += 1;
+                        found = Some(start.wrapping_add(off as u64));
+                    }
+                }
+            }
+            let Some(addr) = found.filter(|_| count == 1) else {
+                continue;
+            };
+            let bias = image.bias.wrapping_add(rip.wrapping_sub(addr));
+            if bias % 4096 != 0 {
+                continue;
+            }
+            image.rebase(bias);
+            messages.push(format!(
+                "{} is loaded at bias {bias:#x} (the code at rip {rip:#x} is found there)",
+                image.path.display()
+            ));
+        }
+        messages
     }
 
     /// Compares each image's code with guest memory (a few functions' bytes, away from their
@@ -222,7 +273,8 @@ impl Image {
             message,
         };
         let data = std::fs::read(&spec.path).map_err(|e| elf_err(format!("cannot read: {e}")))?;
-        let file = object::File::parse(&*data).map_err(|e| elf_err(format!("not a valid ELF file: {e}")))?;
+        let file = object::File::parse(&*data)
+            .map_err(|e| elf_err(format!("not a valid ELF file: {e}")))?;
         if file.architecture() != object::Architecture::X86_64 {
             return Err(elf_err(format!(
                 "a {:?} image; only x86_64 guests can be sampled",
@@ -249,9 +301,15 @@ impl Image {
         if start >= end {
             return Err(elf_err("no loadable segment".into()));
         }
-        let names = symbols.functions.iter().map(|f| demangle(&f.name)).collect();
+        let names = symbols
+            .functions
+            .iter()
+            .map(|f| demangle(&f.name))
+            .collect();
         let tracer = tracer_layout(&file, &symbols, bias).map_err(elf_err)?;
+        let placed = spec.load_address.is_some() || symbols.kind == ImageKind::Exec;
         Ok(Image {
+            placed,
             path: spec.path.clone(),
             bias,
             start,
@@ -265,6 +323,21 @@ impl Image {
 
     pub fn kind(&self) -> ImageKind {
         self.symbols.kind
+    }
+
+    /// Moves the image to load bias `bias`.
+    fn rebase(&mut self, bias: u64) {
+        let delta = bias.wrapping_sub(self.bias);
+        self.start = self.start.wrapping_add(delta);
+        self.end = self.end.wrapping_add(delta);
+        for (addr, _) in &mut self.code {
+            *addr = addr.wrapping_add(delta);
+        }
+        if let Some(t) = &mut self.tracer {
+            t.trampoline = t.trampoline.wrapping_add(delta);
+        }
+        self.bias = bias;
+        self.placed = true;
     }
 }
 
@@ -347,16 +420,27 @@ mod tests {
     fn image_specs() {
         assert_eq!(
             ImageSpec::parse("k.elf@0x1000", num).unwrap(),
-            ImageSpec { path: "k.elf".into(), load_address: Some(0x1000) }
+            ImageSpec {
+                path: "k.elf".into(),
+                load_address: Some(0x1000)
+            }
         );
-        assert_eq!(ImageSpec::parse("a@b/k.elf", num).unwrap().path, Path::new("a@b/k.elf"));
-        assert!(ImageSpec::parse("k@0xzz", num).unwrap_err().contains("not a load address"));
+        assert_eq!(
+            ImageSpec::parse("a@b/k.elf", num).unwrap().path,
+            Path::new("a@b/k.elf")
+        );
+        assert!(ImageSpec::parse("k@0xzz", num)
+            .unwrap_err()
+            .contains("not a load address"));
         assert!(ImageSpec::parse("@0x10", num).is_err());
     }
 
     #[test]
     fn rust_names_lose_their_hashes() {
-        assert_eq!(demangle("_ZN5guest8workload3fib17hbdc68a0acabb300eE"), "guest::workload::fib");
+        assert_eq!(
+            demangle("_ZN5guest8workload3fib17hbdc68a0acabb300eE"),
+            "guest::workload::fib"
+        );
         assert_eq!(demangle("memcpy"), "memcpy");
     }
 }

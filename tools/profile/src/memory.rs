@@ -99,10 +99,16 @@ impl GuestMemory for RamMemory<'_> {
         while done < buf.len() {
             let va = addr.wrapping_add(done as u64);
             let fault = |reason| Fault { addr: va, reason };
-            let pa = self.walk.translate(self.ram, self.cache, va).map_err(fault)?;
+            let pa = self
+                .walk
+                .translate(self.ram, self.cache, va)
+                .map_err(fault)?;
             let in_page = (pa % PAGE_SIZE as u64) as usize;
             let n = (PAGE_SIZE - in_page).min(buf.len() - done);
-            let page = self.cache.page(self.ram, pa - in_page as u64).map_err(fault)?;
+            let page = self
+                .cache
+                .page(self.ram, pa - in_page as u64)
+                .map_err(fault)?;
             buf[done..done + n].copy_from_slice(&page[in_page..in_page + n]);
             done += n;
         }
@@ -110,14 +116,15 @@ impl GuestMemory for RamMemory<'_> {
     }
 }
 
-/// Bytes read per `m` request on a cache miss: a stack walk reads 16 bytes per frame, mostly
-/// from the same few hundred bytes.
-const STUB_CHUNK: u64 = 512;
+/// Most bytes read per `m` request on a cache miss (as much as the stub's packets carry, up to
+/// this): a stack walk reads 16 bytes per frame, and a round trip costs far more than the bytes.
+const MAX_STUB_CHUNK: usize = 4096;
 
 /// One vCPU's virtual memory through the stub, with a per-stop cache of aligned chunks.
 pub struct StubMemory<'a> {
     pub stub: &'a mut Stub,
     pub thread: usize,
+    chunk: u64,
     chunks: HashMap<u64, Option<Vec<u8>>>,
     /// Set when the session itself failed; the walk then ends and the caller reports it.
     pub error: Option<StubError>,
@@ -127,7 +134,9 @@ pub struct StubMemory<'a> {
 
 impl<'a> StubMemory<'a> {
     pub fn new(stub: &'a mut Stub, thread: usize) -> StubMemory<'a> {
+        let chunk = (stub.max_read().min(MAX_STUB_CHUNK) & !63).max(64) as u64;
         StubMemory {
+            chunk,
             stub,
             thread,
             chunks: HashMap::new(),
@@ -138,7 +147,7 @@ impl<'a> StubMemory<'a> {
 
     fn chunk(&mut self, base: u64) -> Option<&[u8]> {
         if !self.chunks.contains_key(&base) {
-            let mut buf = vec![0u8; STUB_CHUNK as usize];
+            let mut buf = vec![0u8; self.chunk as usize];
             self.requests += 1;
             let got = match self.stub.read_memory(self.thread, base, &mut buf) {
                 Ok(()) => Some(buf),
@@ -165,15 +174,16 @@ impl GuestMemory for StubMemory<'_> {
         let mut done = 0usize;
         while done < buf.len() {
             let va = addr.wrapping_add(done as u64);
-            let base = va - va % STUB_CHUNK;
+            let base = va - va % self.chunk;
             let off = (va - base) as usize;
-            let n = (STUB_CHUNK as usize - off).min(buf.len() - done);
+            let n = (self.chunk as usize - off).min(buf.len() - done);
             match self.chunk(base) {
                 Some(chunk) => buf[done..done + n].copy_from_slice(&chunk[off..off + n]),
                 // A chunk that crosses into unmapped memory fails whole: read the part asked
                 // for alone before calling it unmapped.
                 None => {
                     let mut exact = vec![0u8; n];
+                    self.requests += 1;
                     match self.stub.read_memory(self.thread, va, &mut exact) {
                         Ok(()) => buf[done..done + n].copy_from_slice(&exact),
                         Err(MemoryReadError::Unreadable { addr }) => {

@@ -33,7 +33,11 @@ impl AtomicFile {
         let name = target
             .file_name()
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no file name"))?;
-        let temp = target.with_file_name(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id()));
+        let temp = target.with_file_name(format!(
+            ".{}.tmp-{}",
+            name.to_string_lossy(),
+            std::process::id()
+        ));
         let file = File::create(&temp).map_err(|e| with_path(&temp, e))?;
         Ok(AtomicFile {
             target: target.to_path_buf(),
@@ -48,7 +52,9 @@ impl AtomicFile {
 
     pub fn commit(mut self) -> io::Result<PathBuf> {
         let out = self.out.take().expect("committed once");
-        let file = out.into_inner().map_err(|e| with_path(&self.temp, e.into_error()))?;
+        let file = out
+            .into_inner()
+            .map_err(|e| with_path(&self.temp, e.into_error()))?;
         file.sync_all().map_err(|e| with_path(&self.temp, e))?;
         std::fs::rename(&self.temp, &self.target).map_err(|e| with_path(&self.target, e))?;
         Ok(self.target.clone())
@@ -68,7 +74,11 @@ pub(crate) fn with_path(path: &Path, e: io::Error) -> io::Error {
 }
 
 /// Writes `text` as `dir/name`.
-fn write_file(dir: &Path, name: &str, write: impl FnOnce(&mut BufWriter<File>) -> io::Result<()>) -> io::Result<PathBuf> {
+fn write_file(
+    dir: &Path,
+    name: &str,
+    write: impl FnOnce(&mut BufWriter<File>) -> io::Result<()>,
+) -> io::Result<PathBuf> {
     let target = dir.join(name);
     let mut f = AtomicFile::create(&target)?;
     write(f.writer()).map_err(|e| with_path(&target, e))?;
@@ -107,8 +117,15 @@ pub fn write_profile(dir: &Path, profile: &Aggregate, title: &Title) -> io::Resu
 /// The (vCPU, CR3, CPL) table.
 fn write_table(w: &mut impl Write, profile: &Aggregate) -> io::Result<()> {
     let total = profile.samples().max(1) as f64;
-    writeln!(w, "# samples per vCPU, address space (CR3) and privilege level (CPL)")?;
-    writeln!(w, "{:>5}  {:>18}  {:>3}  {:>9}  {:>6}  most frequent leaf", "vcpu", "cr3", "cpl", "samples", "share")?;
+    writeln!(
+        w,
+        "# samples per vCPU, address space (CR3) and privilege level (CPL)"
+    )?;
+    writeln!(
+        w,
+        "{:>5}  {:>18}  {:>3}  {:>9}  {:>6}  most frequent leaf",
+        "vcpu", "cr3", "cpl", "samples", "share"
+    )?;
     let mut rows: Vec<_> = profile.groups.iter().collect();
     rows.sort_by(|a, b| b.1.samples.cmp(&a.1.samples).then(a.0.cmp(b.0)));
     for (key, group) in rows {

@@ -39,13 +39,17 @@ pub struct RamFile {
 
 impl RamFile {
     pub fn open(path: &Path) -> std::io::Result<RamFile> {
-        let with_path = |e: std::io::Error| std::io::Error::new(e.kind(), format!("{}: {e}", path.display()));
+        let with_path =
+            |e: std::io::Error| std::io::Error::new(e.kind(), format!("{}: {e}", path.display()));
         let file = File::open(path).map_err(with_path)?;
         let meta = file.metadata().map_err(with_path)?;
         if !meta.is_file() {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::InvalidInput,
-                format!("{}: not a regular file (give the mem-path of the VM's memory-backend-file)", path.display()),
+                format!(
+                    "{}: not a regular file (give the mem-path of the VM's memory-backend-file)",
+                    path.display()
+                ),
             ));
         }
         if meta.len() < PAGE_SIZE as u64 {
@@ -64,7 +68,10 @@ impl RamFile {
 
     /// Reads the physical page at `frame` (page-aligned).
     pub fn read_page(&self, frame: u64, page: &mut [u8; PAGE_SIZE]) -> Result<(), FaultReason> {
-        if frame.checked_add(PAGE_SIZE as u64).is_none_or(|end| end > self.limit) {
+        if frame
+            .checked_add(PAGE_SIZE as u64)
+            .is_none_or(|end| end > self.limit)
+        {
             return Err(FaultReason::OutsideRam);
         }
         self.file
@@ -79,7 +86,9 @@ pub enum PageWalk {
     /// Paging off: virtual = physical.
     Identity,
     /// 4-level paging from this PML4 (physical).
-    FourLevel { pml4: u64 },
+    FourLevel {
+        pml4: u64,
+    },
     Unsupported,
 }
 
@@ -93,7 +102,9 @@ impl PageWalk {
             return Some(PageWalk::Identity);
         }
         let long = regs.efer.is_none_or(|efer| efer & EFER_LMA != 0)
-            && regs.cr4.is_none_or(|cr4| cr4 & CR4_PAE != 0 && cr4 & CR4_LA57 == 0);
+            && regs
+                .cr4
+                .is_none_or(|cr4| cr4 & CR4_PAE != 0 && cr4 & CR4_LA57 == 0);
         Some(if long && cr3 != 0 {
             PageWalk::FourLevel {
                 pml4: cr3 & FRAME_MASK,
@@ -130,7 +141,8 @@ impl PageWalk {
         for (level, (shift, may_be_huge, offset_mask)) in LEVELS.into_iter().enumerate() {
             let index = ((va >> shift) & 511) as usize;
             let page = cache.page(ram, table)?;
-            let entry = u64::from_le_bytes(page[index * 8..index * 8 + 8].try_into().expect("8 bytes"));
+            let entry =
+                u64::from_le_bytes(page[index * 8..index * 8 + 8].try_into().expect("8 bytes"));
             if entry & PRESENT == 0 {
                 return Err(FaultReason::NotMapped);
             }
@@ -167,7 +179,10 @@ mod tests {
         put(0x20_1000, 0xbbbb);
         let dir = tempdir::Dir::new();
         let path = dir.0.join("ram");
-        std::fs::File::create(&path).unwrap().write_all(&mem).unwrap();
+        std::fs::File::create(&path)
+            .unwrap()
+            .write_all(&mem)
+            .unwrap();
         let file = RamFile::open(&path).unwrap();
         (dir, file)
     }
@@ -178,7 +193,8 @@ mod tests {
             pub fn new() -> Dir {
                 static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
                 let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let p = std::env::temp_dir().join(format!("vftrace-paging-{}-{n}", std::process::id()));
+                let p =
+                    std::env::temp_dir().join(format!("vftrace-paging-{}-{n}", std::process::id()));
                 std::fs::create_dir_all(&p).unwrap();
                 Dir(p)
             }
@@ -205,7 +221,11 @@ mod tests {
         let (_dir, ram) = ram();
         let mut cache = PageCache::default();
         let walk = PageWalk::for_registers(&regs(0x1000)).unwrap();
-        let mut mem = RamMemory { ram: &ram, walk, cache: &mut cache };
+        let mut mem = RamMemory {
+            ram: &ram,
+            walk,
+            cache: &mut cache,
+        };
         assert_eq!(mem.read_u64(0x40_0010).unwrap(), 0x1122_3344_5566_7788);
         // A read across a 4 KiB boundary inside one 2 MiB page.
         let mut b = [0u8; 16];
@@ -219,17 +239,28 @@ mod tests {
         let (_dir, ram) = ram();
         let mut cache = PageCache::default();
         let walk = PageWalk::for_registers(&regs(0x1000)).unwrap();
-        let mut mem = RamMemory { ram: &ram, walk, cache: &mut cache };
+        let mut mem = RamMemory {
+            ram: &ram,
+            walk,
+            cache: &mut cache,
+        };
         let reason = |m: &mut RamMemory, a| m.read_u64(a).unwrap_err().reason;
         assert_eq!(reason(&mut mem, 0x60_0000), FaultReason::NotMapped);
-        assert_eq!(reason(&mut mem, 0x8000_0000_0000), FaultReason::NonCanonical);
+        assert_eq!(
+            reason(&mut mem, 0x8000_0000_0000),
+            FaultReason::NonCanonical
+        );
         // PML4[1] -> a table far beyond the file.
         assert_eq!(reason(&mut mem, 1 << 39), FaultReason::OutsideRam);
         // The last byte readable then one past the end.
         assert!(mem.read(0x40_0ff8, &mut [0; 8]).is_ok());
         // CR3 outside the file.
         let walk = PageWalk::for_registers(&regs(0x7fff_f000_0000)).unwrap();
-        let mut mem = RamMemory { ram: &ram, walk, cache: &mut cache };
+        let mut mem = RamMemory {
+            ram: &ram,
+            walk,
+            cache: &mut cache,
+        };
         assert_eq!(reason(&mut mem, 0x1000), FaultReason::OutsideRam);
     }
 
@@ -245,7 +276,13 @@ mod tests {
         r.efer = Some(0);
         assert_eq!(PageWalk::for_registers(&r), Some(PageWalk::Unsupported));
         assert_eq!(PageWalk::for_registers(&Registers::default()), None);
-        let only_cr3 = Registers { cr3: Some(0x1000), ..Registers::default() };
-        assert_eq!(PageWalk::for_registers(&only_cr3), Some(PageWalk::FourLevel { pml4: 0x1000 }));
+        let only_cr3 = Registers {
+            cr3: Some(0x1000),
+            ..Registers::default()
+        };
+        assert_eq!(
+            PageWalk::for_registers(&only_cr3),
+            Some(PageWalk::FourLevel { pml4: 0x1000 })
+        );
     }
 }

@@ -149,10 +149,30 @@ pub struct RegisterLayout {
 
 /// gdb's amd64 register set for a stub without a target description.
 const FALLBACK_AMD64: &[(&str, u32)] = &[
-    ("rax", 64), ("rbx", 64), ("rcx", 64), ("rdx", 64), ("rsi", 64), ("rdi", 64),
-    ("rbp", 64), ("rsp", 64), ("r8", 64), ("r9", 64), ("r10", 64), ("r11", 64),
-    ("r12", 64), ("r13", 64), ("r14", 64), ("r15", 64), ("rip", 64), ("eflags", 32),
-    ("cs", 32), ("ss", 32), ("ds", 32), ("es", 32), ("fs", 32), ("gs", 32),
+    ("rax", 64),
+    ("rbx", 64),
+    ("rcx", 64),
+    ("rdx", 64),
+    ("rsi", 64),
+    ("rdi", 64),
+    ("rbp", 64),
+    ("rsp", 64),
+    ("r8", 64),
+    ("r9", 64),
+    ("r10", 64),
+    ("r11", 64),
+    ("r12", 64),
+    ("r13", 64),
+    ("r14", 64),
+    ("r15", 64),
+    ("rip", 64),
+    ("eflags", 32),
+    ("cs", 32),
+    ("ss", 32),
+    ("ds", 32),
+    ("es", 32),
+    ("fs", 32),
+    ("gs", 32),
 ];
 
 impl RegisterLayout {
@@ -182,7 +202,9 @@ impl RegisterLayout {
         };
         let need = |name: &str| {
             find(name).ok_or_else(|| {
-                format!("{source}: the stub's registers have no 64-bit {name}: not an x86_64 target?")
+                format!(
+                    "{source}: the stub's registers have no 64-bit {name}: not an x86_64 target?"
+                )
             })
         };
         Ok(RegisterLayout {
@@ -229,15 +251,17 @@ impl RegisterLayout {
     /// error means the reply does not fit the description.
     pub fn decode(&self, reply: &[u8]) -> Result<Decoded, String> {
         let get = |f: Field| -> Result<Option<u64>, String> {
-            let hex = reply.get(f.offset * 2..(f.offset + f.size) * 2).ok_or_else(|| {
-                format!(
-                    "the `g` reply has {} bytes, but {} puts a register at bytes {}..{}",
-                    reply.len() / 2,
-                    self.source,
-                    f.offset,
-                    f.offset + f.size
-                )
-            })?;
+            let hex = reply
+                .get(f.offset * 2..(f.offset + f.size) * 2)
+                .ok_or_else(|| {
+                    format!(
+                        "the `g` reply has {} bytes, but {} puts a register at bytes {}..{}",
+                        reply.len() / 2,
+                        self.source,
+                        f.offset,
+                        f.offset + f.size
+                    )
+                })?;
             if hex.iter().all(|&c| c == b'x') {
                 return Ok(None);
             }
@@ -328,7 +352,17 @@ mod tests {
             xml += &format!("<reg name=\"{s}\" bitsize=\"32\" type=\"int32\"/>\n");
         }
         xml += "<!-- Segment descriptor caches and TLS base MSRs -->\n<!--reg name=\"cs_base\" bitsize=\"64\" type=\"int64\"/>\n<reg name=\"ss_base\" bitsize=\"64\" type=\"int64\"/-->\n";
-        for r in ["fs_base", "gs_base", "k_gs_base", "cr0", "cr2", "cr3", "cr4", "cr8", "efer"] {
+        for r in [
+            "fs_base",
+            "gs_base",
+            "k_gs_base",
+            "cr0",
+            "cr2",
+            "cr3",
+            "cr4",
+            "cr8",
+            "efer",
+        ] {
             xml += &format!("<reg name='{r}' bitsize='64' type='int64'/>\n");
         }
         for i in 0..8 {
@@ -344,7 +378,9 @@ mod tests {
         let core = parse_feature_doc("i386-64bit.xml", &qemu_core()).unwrap();
         let regs = number_registers(&[target, core]);
         assert!(
-            !regs.iter().any(|r| r.name == "cs_base" || r.name == "ss_base"),
+            !regs
+                .iter()
+                .any(|r| r.name == "cs_base" || r.name == "ss_base"),
             "commented-out registers are skipped"
         );
         RegisterLayout::from_registers(&regs, "test".into()).unwrap()
@@ -355,7 +391,13 @@ mod tests {
         let layout = qemu_layout();
         // 16 GPRs + rip (8 bytes each), eflags + 6 selectors (4 each), fs_base, gs_base,
         // k_gs_base, cr0, cr2: cr3 at 128 + 8 + 28 + 40.
-        assert_eq!(layout.cr3, Some(Field { offset: 204, size: 8 }));
+        assert_eq!(
+            layout.cr3,
+            Some(Field {
+                offset: 204,
+                size: 8
+            })
+        );
         let mut g = vec![0u8; 260];
         let put = |g: &mut Vec<u8>, off: usize, v: &[u8]| g[off..off + v.len()].copy_from_slice(v);
         put(&mut g, 16 * 8, &0x100abcu64.to_le_bytes());
@@ -393,16 +435,39 @@ mod tests {
     fn fallback_has_no_control_registers() {
         let layout = RegisterLayout::fallback();
         assert!(!layout.has_cr3());
-        assert_eq!(layout.rip, Field { offset: 128, size: 8 });
-        assert_eq!(layout.cs, Some(Field { offset: 140, size: 4 }));
+        assert_eq!(
+            layout.rip,
+            Field {
+                offset: 128,
+                size: 8
+            }
+        );
+        assert_eq!(
+            layout.cs,
+            Some(Field {
+                offset: 140,
+                size: 4
+            })
+        );
     }
 
     #[test]
     fn malformed_documents_are_errors() {
-        assert!(parse_feature_doc("t", "<!-- open").unwrap_err().contains("comment"));
-        assert!(parse_feature_doc("t", "<reg name=\"a\"/>").unwrap_err().contains("bitsize"));
-        assert!(parse_feature_doc("t", "<reg bitsize=\"8\"/>").unwrap_err().contains("without a name"));
-        let no_rip = number_registers(&[parse_feature_doc("t", "<reg name=\"eax\" bitsize=\"32\"/>").unwrap()]);
-        assert!(RegisterLayout::from_registers(&no_rip, "t".into()).unwrap_err().contains("no 64-bit rip"));
+        assert!(parse_feature_doc("t", "<!-- open")
+            .unwrap_err()
+            .contains("comment"));
+        assert!(parse_feature_doc("t", "<reg name=\"a\"/>")
+            .unwrap_err()
+            .contains("bitsize"));
+        assert!(parse_feature_doc("t", "<reg bitsize=\"8\"/>")
+            .unwrap_err()
+            .contains("without a name"));
+        let no_rip =
+            number_registers(&[
+                parse_feature_doc("t", "<reg name=\"eax\" bitsize=\"32\"/>").unwrap()
+            ]);
+        assert!(RegisterLayout::from_registers(&no_rip, "t".into())
+            .unwrap_err()
+            .contains("no 64-bit rip"));
     }
 }

@@ -320,14 +320,20 @@ fn decode(raw: &[u8]) -> Result<Vec<u8>, String> {
         match raw[i] {
             b'}' => {
                 let Some(&next) = raw.get(i + 1) else {
-                    return Err(format!("a packet ending in an escape ('}}'): {}", excerpt(raw)));
+                    return Err(format!(
+                        "a packet ending in an escape ('}}'): {}",
+                        excerpt(raw)
+                    ));
                 };
                 out.push(next ^ 0x20);
                 i += 2;
             }
             b'*' => {
                 let (Some(&last), Some(&count)) = (out.last(), raw.get(i + 1)) else {
-                    return Err(format!("a run-length '*' with nothing to repeat: {}", excerpt(raw)));
+                    return Err(format!(
+                        "a run-length '*' with nothing to repeat: {}",
+                        excerpt(raw)
+                    ));
                 };
                 // gdb encodes n repeats as the character n + 29, n >= 3.
                 let repeats = (count as usize).checked_sub(29).filter(|n| *n >= 3);
@@ -416,7 +422,8 @@ mod tests {
         let server = std::thread::spawn(move || {
             let (mut s, _) = listener.accept().unwrap();
             s.write_all(script).unwrap();
-            s.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+            s.set_read_timeout(Some(Duration::from_millis(300)))
+                .unwrap();
             let mut got = Vec::new();
             let _ = s.read_to_end(&mut got);
             got
@@ -468,7 +475,10 @@ mod tests {
     fn wrong_checksum_is_rejected() {
         let (mut c, _server) = scripted(b"$OK#00");
         let e = c.read_packet("x").unwrap_err().to_string();
-        assert!(e.contains("wrong checksum (00, its bytes sum to 9a)"), "{e}");
+        assert!(
+            e.contains("wrong checksum (00, its bytes sum to 9a)"),
+            "{e}"
+        );
         let (mut c, _server) = scripted(b"$OK#zz");
         let e = c.read_packet("x").unwrap_err().to_string();
         assert!(e.contains("not two hex digits"), "{e}");
@@ -501,7 +511,10 @@ mod tests {
             .err()
             .unwrap();
         let text = e.to_string();
-        assert!(text.contains("cannot connect") && text.contains("-gdb tcp:"), "{text}");
+        assert!(
+            text.contains("cannot connect") && text.contains("-gdb tcp:"),
+            "{text}"
+        );
     }
 
     #[test]

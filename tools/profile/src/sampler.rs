@@ -72,6 +72,8 @@ pub struct Profiler {
     samples_file: AtomicFile,
     pub profile: Aggregate,
     pub warnings: Vec<String>,
+    /// What attaching found out (image placements).
+    pub notes: Vec<String>,
     /// How long the VM was stopped while attaching and checking.
     pub setup_pause: Duration,
     start_sync: (u64, u64),
@@ -122,20 +124,24 @@ impl Profiler {
         wait_for_stub: &mut dyn FnMut() -> bool,
     ) -> Result<Profiler, ProfileError> {
         if !(opts.hz.is_finite() && opts.hz > 0.0) {
-            return Err(ProfileError::Setup(format!("{} is not a sampling rate (Hz)", opts.hz)));
+            return Err(ProfileError::Setup(format!(
+                "{} is not a sampling rate (Hz)",
+                opts.hz
+            )));
         }
         let images = Images::load(&opts.images)?;
         refuse_overwriting_inputs(&opts)?;
         std::fs::create_dir_all(&opts.output_dir)
             .map_err(|e| ProfileError::output(&opts.output_dir, e))?;
         let samples_path = opts.output_dir.join(SAMPLES_FILE);
-        let samples_file =
-            AtomicFile::create(&samples_path).map_err(|e| ProfileError::output(&samples_path, e))?;
+        let samples_file = AtomicFile::create(&samples_path)
+            .map_err(|e| ProfileError::output(&samples_path, e))?;
 
         let stub = loop {
             match Stub::attach(&opts.gdb, opts.stub_timeout) {
                 Err(StubError::Protocol(RspError::Connect { source, .. }))
-                    if source.kind() == std::io::ErrorKind::ConnectionRefused && wait_for_stub() =>
+                    if source.kind() == std::io::ErrorKind::ConnectionRefused
+                        && wait_for_stub() =>
                 {
                     std::thread::sleep(Duration::from_millis(20));
                 }
@@ -151,6 +157,7 @@ impl Profiler {
             samples_file,
             profile: Aggregate::default(),
             warnings: Vec::new(),
+            notes: Vec::new(),
             setup_pause: Duration::ZERO,
             start_sync: (0, 0),
             started: None,
@@ -186,7 +193,8 @@ impl Profiler {
     fn check_guest(&mut self) -> Result<(), ProfileError> {
         // Opened only now: the VMM creates the file before it opens its gdb port.
         if let Some(path) = &self.opts.ram {
-            let ram = RamFile::open(path).map_err(|e| ProfileError::Setup(format!("--ram: {e}")))?;
+            let ram =
+                RamFile::open(path).map_err(|e| ProfileError::Setup(format!("--ram: {e}")))?;
             self.ram = Some(ram);
         }
         let Stopped::Registers(regs) = self.stub.stop_and_read_registers()? else {
@@ -197,7 +205,11 @@ impl Profiler {
             .enumerate()
             .find_map(|(i, r)| r.as_ref().ok().map(|r| (i, *r)))
         else {
-            let why = regs.first().and_then(|r| r.as_ref().err()).cloned().unwrap_or_default();
+            let why = regs
+                .first()
+                .and_then(|r| r.as_ref().err())
+                .cloned()
+                .unwrap_or_default();
             return Err(ProfileError::Setup(format!(
                 "the stub at {} gives no vCPU's registers: {why}",
                 self.stub.peer()
@@ -206,21 +218,35 @@ impl Profiler {
         if self.ram.is_some() {
             self.ram_checked = self.check_ram(vcpu, &first)?;
         }
-        let verifications = match (&self.ram, PageWalk::for_registers(&first)) {
+        let (placed, verifications) = match (&self.ram, PageWalk::for_registers(&first)) {
             (Some(ram), Some(walk)) => {
                 self.cache.clear();
-                let mut mem = RamMemory { ram, walk, cache: &mut self.cache };
-                self.images.verify(&mut mem)
+                let mut mem = RamMemory {
+                    ram,
+                    walk,
+                    cache: &mut self.cache,
+                };
+                let placed = self.images.place_by_code(&mut mem, first.rip);
+                (placed, self.images.verify(&mut mem))
             }
             _ => {
                 let mut mem = StubMemory::new(&mut self.stub, vcpu);
+                let placed = self.images.place_by_code(&mut mem, first.rip);
                 let v = self.images.verify(&mut mem);
                 if let Some(e) = mem.error.take() {
                     return Err(e.into());
                 }
-                v
+                (placed, v)
             }
         };
+        self.notes.extend(placed);
+        for image in self.images.images.iter().filter(|i| !i.placed) {
+            self.warnings.push(format!(
+                "{} is position-independent and was not found at vCPU {vcpu}'s rip {:#x}: give IMAGE@LOAD_ADDRESS",
+                image.path.display(),
+                first.rip
+            ));
+        }
         self.judge_images(&verifications, &first)?;
         for (a, b) in self.images.overlaps() {
             self.warnings.push(format!(
@@ -253,7 +279,11 @@ impl Profiler {
         let mut compared = false;
         for (what, addr) in [("stack", regs.rsp & !7), ("code", regs.rip)] {
             let mut through_stub = [0u8; RAM_CHECK_BYTES];
-            if self.stub.read_memory(vcpu, addr, &mut through_stub).is_err() {
+            if self
+                .stub
+                .read_memory(vcpu, addr, &mut through_stub)
+                .is_err()
+            {
                 continue;
             }
             self.cache.clear();
@@ -273,7 +303,11 @@ impl Profiler {
                     )))
                 }
             }
-            let mut mem = RamMemory { ram, walk, cache: &mut self.cache };
+            let mut mem = RamMemory {
+                ram,
+                walk,
+                cache: &mut self.cache,
+            };
             let mut from_file = [0u8; RAM_CHECK_BYTES];
             let same = mem.read(addr, &mut from_file).is_ok() && from_file == through_stub;
             if !same {
@@ -286,7 +320,11 @@ impl Profiler {
         Ok(compared)
     }
 
-    fn judge_images(&mut self, verifications: &[Verification], regs: &Registers) -> Result<(), ProfileError> {
+    fn judge_images(
+        &mut self,
+        verifications: &[Verification],
+        regs: &Registers,
+    ) -> Result<(), ProfileError> {
         for v in verifications {
             if v.mismatch() {
                 return Err(ProfileError::Mismatch(format!(
@@ -345,6 +383,12 @@ impl Profiler {
                     return RunEnd::VmExited("its gdb stub closed the connection".into());
                 }
                 Err(e) => {
+                    if matches!(
+                        e,
+                        ProfileError::Stub(StubError::Protocol(RspError::Timeout { .. }))
+                    ) {
+                        self.stub.abandon();
+                    }
                     self.connection_lost = true;
                     return RunEnd::Failed(e);
                 }
@@ -372,7 +416,11 @@ impl Profiler {
         };
         let host_tsc = vftrace_kvm::tsc_now();
         if self.ram.is_some() && !self.ram_checked {
-            if let Some((vcpu, r)) = regs.iter().enumerate().find_map(|(i, r)| r.as_ref().ok().map(|r| (i, *r))) {
+            if let Some((vcpu, r)) = regs
+                .iter()
+                .enumerate()
+                .find_map(|(i, r)| r.as_ref().ok().map(|r| (i, *r)))
+            {
                 self.ram_checked = self.check_ram(vcpu, &r)?;
             }
         }
@@ -406,14 +454,27 @@ impl Profiler {
             .images
             .tracer()
             .map(|t| ShadowStack::new(*t, regs.fs_base));
-        let walk_with = |mem: &mut dyn GuestMemory, at_rip: Option<&[u8]>, shadow: Option<&mut ShadowStack>| {
-            let leaf = leaf_return_slot(regs.rip, start, prologue, at_rip);
-            walk(mem, regs.rip, regs.rsp, regs.rbp, leaf, shadow, self.opts.limits)
-        };
+        let walk_with =
+            |mem: &mut dyn GuestMemory, at_rip: Option<&[u8]>, shadow: Option<&mut ShadowStack>| {
+                let leaf = leaf_return_slot(regs.rip, start, prologue, at_rip);
+                walk(
+                    mem,
+                    regs.rip,
+                    regs.rsp,
+                    regs.rbp,
+                    leaf,
+                    shadow,
+                    self.opts.limits,
+                )
+            };
         let code_at_rip = self.images.code(regs.rip, 2);
         if let (Some(ram), Some(walk)) = (&self.ram, PageWalk::for_registers(regs)) {
             self.cache.clear();
-            let mut mem = RamMemory { ram, walk, cache: &mut self.cache };
+            let mut mem = RamMemory {
+                ram,
+                walk,
+                cache: &mut self.cache,
+            };
             let mut bytes = [0u8; 2];
             let at_rip = match code_at_rip {
                 Some(c) => Some(c),
@@ -445,11 +506,14 @@ impl Profiler {
             .iter()
             .enumerate()
             .map(|(i, &a)| {
-                let name = self.images.frame_name(if i == 0 { a } else { a.wrapping_sub(1) });
+                let name = self
+                    .images
+                    .frame_name(if i == 0 { a } else { a.wrapping_sub(1) });
                 name.replace(';', ":")
             })
             .collect();
-        let mut folded = String::with_capacity(names.iter().map(|n| n.len() + 1).sum::<usize>() + 24);
+        let mut folded =
+            String::with_capacity(names.iter().map(|n| n.len() + 1).sum::<usize>() + 24);
         if let Some(cut) = walk.cut {
             folded.push_str(&format!("[stack cut: {}];", cut.describe()));
         }
@@ -468,17 +532,25 @@ impl Profiler {
             stack: folded,
         };
         let path = self.opts.output_dir.join(SAMPLES_FILE);
-        write_sample(self.samples_file.writer(), &sample).map_err(|e| ProfileError::output(&path, e))?;
+        write_sample(self.samples_file.writer(), &sample)
+            .map_err(|e| ProfileError::output(&path, e))?;
         let key = GroupKey {
             vcpu,
             cr3: regs.cr3,
             cpl: regs.cpl(),
         };
-        self.profile.add(key, sample.stack, &names[0], walk.cut, walk.unresolved_trampolines);
+        self.profile.add(
+            key,
+            sample.stack,
+            &names[0],
+            walk.cut,
+            walk.unresolved_trampolines,
+        );
         Ok(())
     }
 
-    /// Lets the VM go (if it still runs), writes every output and returns the summary.
+    /// Lets the VM go (if it still runs), writes every output and returns the summary (with
+    /// the warnings the run gave; those of attaching are in [`Profiler::warnings`]).
     /// `what` names what was sampled, for the flame graph's title.
     pub fn finish(mut self, what: &str) -> Result<ProfileSummary, ProfileError> {
         let mut detach_error = None;
@@ -496,7 +568,10 @@ impl Profiler {
         let dir = self.opts.output_dir.clone();
         let sync = measure_sync(16).sync;
         let tsc_hz = tsc_hz_between(
-            vftrace_kvm::ClockSync { tsc: self.start_sync.0, mono_ns: self.start_sync.1 },
+            vftrace_kvm::ClockSync {
+                tsc: self.start_sync.0,
+                mono_ns: self.start_sync.1,
+            },
             sync,
         );
         let samples_path = dir.join(SAMPLES_FILE);
@@ -513,16 +588,21 @@ impl Profiler {
                 self.opts.gdb
             ),
         };
-        let mut written =
-            output::write_profile(&dir, &self.profile, &title).map_err(|e| ProfileError::output(&dir, e))?;
-        written.push(self.samples_file.commit().map_err(|e| ProfileError::output(&samples_path, e))?);
+        let mut written = output::write_profile(&dir, &self.profile, &title)
+            .map_err(|e| ProfileError::output(&dir, e))?;
+        written.push(
+            self.samples_file
+                .commit()
+                .map_err(|e| ProfileError::output(&samples_path, e))?,
+        );
         let achieved_hz = if elapsed.is_zero() {
             0.0
         } else {
             // Stops after the first, over the time from the first to the last.
             self.profile.stops.saturating_sub(1) as f64 / elapsed.as_secs_f64()
         };
-        let mut warnings = self.warnings;
+        // The warnings of attaching were the caller's to show then; these are the run's.
+        let mut warnings = Vec::new();
         if let (Some(ram), false) = (&self.ram, self.ram_checked) {
             warnings.push(format!(
                 "{} was never compared with the guest's memory (no stop found a vCPU's stack or code above 1 MiB): its stacks may not be this VM's",

@@ -105,7 +105,10 @@ mod tests {
                     buf.copy_from_slice(src);
                     Ok(())
                 }
-                None => Err(Fault { addr, reason: FaultReason::NotMapped }),
+                None => Err(Fault {
+                    addr,
+                    reason: FaultReason::NotMapped,
+                }),
             }
         }
     }
@@ -118,17 +121,26 @@ mod tests {
             bytes[at..at + 8].copy_from_slice(&ret.to_le_bytes());
             bytes[at + 8..at + 16].copy_from_slice(&slot.to_le_bytes());
         }
-        Flat { base: 0x10000, bytes }
+        Flat {
+            base: 0x10000,
+            bytes,
+        }
     }
 
     fn layout() -> TracerLayout {
-        TracerLayout { trampoline: 0x1028d0, block_from_tp: -(SHADOW_BLOCK_BYTES as i64) }
+        TracerLayout {
+            trampoline: 0x1028d0,
+            block_from_tp: -(SHADOW_BLOCK_BYTES as i64),
+        }
     }
 
     #[test]
     fn returns_are_found_by_slot_including_one_being_pushed() {
         let tp = 0x10000 + SHADOW_BLOCK_BYTES;
-        let mut mem = block(2, &[(0x100100, 0x7ff0), (0x100200, 0x7f00), (0x100300, 0x7e00)]);
+        let mut mem = block(
+            2,
+            &[(0x100100, 0x7ff0), (0x100200, 0x7f00), (0x100300, 0x7e00)],
+        );
         let mut s = ShadowStack::new(layout(), Some(tp));
         assert_eq!(s.original_return(&mut mem, 0x7f00), Some(0x100200));
         assert_eq!(s.original_return(&mut mem, 0x7e00), Some(0x100300));
@@ -139,12 +151,24 @@ mod tests {
     fn hostile_blocks_give_nothing() {
         let tp = 0x10000 + SHADOW_BLOCK_BYTES;
         let mut mem = block(5000, &[(1, 0x7ff0)]);
-        assert_eq!(ShadowStack::new(layout(), Some(tp)).original_return(&mut mem, 0x7ff0), None);
+        assert_eq!(
+            ShadowStack::new(layout(), Some(tp)).original_return(&mut mem, 0x7ff0),
+            None
+        );
         // Slots that do not decrease.
         let mut mem = block(2, &[(1, 0x7000), (2, 0x7ff0)]);
-        assert_eq!(ShadowStack::new(layout(), Some(tp)).original_return(&mut mem, 0x7000), None);
+        assert_eq!(
+            ShadowStack::new(layout(), Some(tp)).original_return(&mut mem, 0x7000),
+            None
+        );
         // No thread pointer, or one that points nowhere.
-        assert_eq!(ShadowStack::new(layout(), None).original_return(&mut mem, 0x7000), None);
-        assert_eq!(ShadowStack::new(layout(), Some(5)).original_return(&mut mem, 0x7000), None);
+        assert_eq!(
+            ShadowStack::new(layout(), None).original_return(&mut mem, 0x7000),
+            None
+        );
+        assert_eq!(
+            ShadowStack::new(layout(), Some(5)).original_return(&mut mem, 0x7000),
+            None
+        );
     }
 }

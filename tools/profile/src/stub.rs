@@ -4,7 +4,9 @@
 //!
 //! QEMU stops the VM when a client connects, stops it again on the interrupt byte (0x03) with
 //! one stop reply, and processes packets that follow the interrupt in the same write once the
-//! VM is stopped: `0x03 Hg<t> g Hg<t'> g ...` is one round trip for all registers.
+//! VM is stopped: `0x03 Hg<t> g Hg<t'> g ...` is one round trip for all registers. The protocol
+//! itself promises no such thing (a client is to wait for the stop reply; uhyve's stub answers
+//! packets sent right after the interrupt before it stops), so other stubs get two round trips.
 use std::time::Duration;
 
 use crate::regs::{
@@ -52,6 +54,11 @@ pub struct Stub {
     threads: Vec<String>,
     /// Most data bytes one `m` reply can carry.
     max_read: usize,
+    /// How to let the VM run: `vCont;c` where offered (uhyve's stub resolves a plain `c` to a
+    /// thread it does not have), else `c`.
+    resume: &'static [u8],
+    /// Register reads may follow the interrupt in the same write (QEMU).
+    pipelined_stop: bool,
     stopped: bool,
 }
 
@@ -69,7 +76,10 @@ impl Stub {
         let features = String::from_utf8_lossy(&features).into_owned();
         let offered = |name: &str| features.split(';').any(|f| f == format!("{name}+"));
         if offered("QStartNoAckMode") {
-            let reply = client.request(b"QStartNoAckMode", "waiting for the reply to QStartNoAckMode")?;
+            let reply = client.request(
+                b"QStartNoAckMode",
+                "waiting for the reply to QStartNoAckMode",
+            )?;
             if reply == b"OK" {
                 client.set_no_ack();
             }
@@ -82,7 +92,20 @@ impl Stub {
         // An `m` reply is two hex digits per byte plus framing.
         let max_read = (packet_size.saturating_sub(16) / 2).clamp(64, 4096);
         let status = client.request(b"?", "waiting for the reply to `?` (the VM's state)")?;
+        let resume: &[u8] = if offered("vContSupported") {
+            b"vCont;c"
+        } else {
+            b"c"
+        };
+        // A QEMU-only query tells QEMU's stub apart.
+        let sstep = client.request(
+            b"qqemu.sstepbits",
+            "waiting for the reply to qqemu.sstepbits",
+        )?;
+        let pipelined_stop = sstep.starts_with(b"ENABLE=");
         let mut stub = Stub {
+            resume,
+            pipelined_stop,
             layout: RegisterLayout::fallback(),
             client,
             threads: Vec::new(),
@@ -112,6 +135,11 @@ impl Stub {
         &self.threads
     }
 
+    /// Most bytes one `m` request reads.
+    pub fn max_read(&self) -> usize {
+        self.max_read
+    }
+
     pub fn is_stopped(&self) -> bool {
         self.stopped
     }
@@ -128,8 +156,9 @@ impl Stub {
                 )));
             }
             let text = self.read_xfer("features", &name, &mut total)?;
-            let doc = parse_feature_doc(&name, &text)
-                .map_err(|e| self.unexpected(format!("its target description is malformed: {e}")))?;
+            let doc = parse_feature_doc(&name, &text).map_err(|e| {
+                self.unexpected(format!("its target description is malformed: {e}"))
+            })?;
             if let Some(arch) = &doc.architecture {
                 if arch != "i386:x86-64" {
                     return Err(self.unexpected(format!(
@@ -142,18 +171,35 @@ impl Stub {
             docs.push(doc);
         }
         let registers = number_registers(&docs);
-        RegisterLayout::from_registers(&registers, format!("the target description of {}", self.peer()))
-            .map_err(|e| self.unexpected(e))
+        if registers.is_empty() {
+            // Only feature names (uhyve's stub): gdb then uses its own amd64 layout.
+            return Ok(RegisterLayout::fallback());
+        }
+        RegisterLayout::from_registers(
+            &registers,
+            format!("the target description of {}", self.peer()),
+        )
+        .map_err(|e| self.unexpected(e))
     }
 
     /// One `qXfer:OBJECT:read:ANNEX` object, in pieces.
-    fn read_xfer(&mut self, object: &str, annex: &str, total: &mut usize) -> Result<String, StubError> {
+    fn read_xfer(
+        &mut self,
+        object: &str,
+        annex: &str,
+        total: &mut usize,
+    ) -> Result<String, StubError> {
         let mut data = Vec::new();
         loop {
-            let command = format!("qXfer:{object}:read:{annex}:{:x},{:x}", data.len(), self.max_read);
-            let reply = self
-                .client
-                .request(command.as_bytes(), &format!("waiting for the reply to {command}"))?;
+            let command = format!(
+                "qXfer:{object}:read:{annex}:{:x},{:x}",
+                data.len(),
+                self.max_read
+            );
+            let reply = self.client.request(
+                command.as_bytes(),
+                &format!("waiting for the reply to {command}"),
+            )?;
             let (more, chunk) = match reply.split_first() {
                 Some((b'm', rest)) => (true, rest),
                 Some((b'l', rest)) => (false, rest),
@@ -188,7 +234,9 @@ impl Stub {
                     for id in list.split(|&b| b == b',') {
                         let valid = !id.is_empty()
                             && id.len() <= 32
-                            && id.iter().all(|b| b.is_ascii_hexdigit() || b".p-".contains(b));
+                            && id
+                                .iter()
+                                .all(|b| b.is_ascii_hexdigit() || b".p-".contains(b));
                         if !valid {
                             return Err(self.unexpected(format!(
                                 "its thread list has an invalid thread id {}",
@@ -198,7 +246,9 @@ impl Stub {
                         threads.push(String::from_utf8_lossy(id).into_owned());
                     }
                     if threads.len() > MAX_THREADS {
-                        return Err(self.unexpected(format!("it lists more than {MAX_THREADS} threads")));
+                        return Err(
+                            self.unexpected(format!("it lists more than {MAX_THREADS} threads"))
+                        );
                     }
                 }
                 _ if threads.is_empty() => {
@@ -216,24 +266,28 @@ impl Stub {
     pub fn stop_and_read_registers(&mut self) -> Result<Stopped, StubError> {
         if !self.stopped {
             self.client.queue_interrupt();
-        }
-        self.queue_register_reads();
-        self.client.flush()?;
-        if !self.stopped {
+            if self.pipelined_stop {
+                self.queue_register_reads();
+            }
+            self.client.flush()?;
             let reply = self.read_stop_reply()?;
             self.stopped = true;
             if let StopReply::Exited { status } = reply {
                 return Ok(Stopped::Exited(status));
             }
+            if self.pipelined_stop {
+                return self.read_register_replies().map(Stopped::Registers);
+            }
         }
+        self.queue_register_reads();
+        self.client.flush()?;
         self.read_register_replies().map(Stopped::Registers)
     }
 
     fn queue_register_reads(&mut self) {
-        // One vCPU needs no selection: a stop selects the vCPU that stopped.
-        if self.threads.len() <= 1 {
+        // Every read names its vCPU, even the only one: uhyve's stub does not pick one itself.
+        if self.threads.is_empty() {
             self.client.queue(b"g");
-            return;
         }
         for t in &self.threads {
             self.client.queue(format!("Hg{t}").as_bytes());
@@ -243,9 +297,8 @@ impl Stub {
 
     fn read_register_replies(&mut self) -> Result<Vec<VcpuRegisters>, StubError> {
         let mut out = Vec::with_capacity(self.threads.len().max(1));
-        let select = self.threads.len() > 1;
         for i in 0..self.threads.len().max(1) {
-            if let Some(t) = self.threads.get(i).filter(|_| select) {
+            if let Some(t) = self.threads.get(i) {
                 let reply = self
                     .client
                     .read_packet(&format!("waiting for the reply to Hg{t}"))?;
@@ -253,9 +306,7 @@ impl Stub {
                     return Err(self.refused(&format!("Hg{t}"), &reply));
                 }
             }
-            let reply = self
-                .client
-                .read_packet("waiting for the registers (`g`)")?;
+            let reply = self.client.read_packet("waiting for the registers (`g`)")?;
             if reply.first() == Some(&b'E') && reply.len() == 3 {
                 out.push(Err(format!(
                     "the stub could not read its registers ({})",
@@ -266,7 +317,9 @@ impl Stub {
             // A reply the description does not fit: the stub is at fault, not the vCPU.
             match self.layout.decode(&reply).map_err(|e| self.unexpected(e))? {
                 Decoded::Registers(r) => out.push(Ok(r)),
-                Decoded::Unavailable => out.push(Err("the stub marks rip, rsp or rbp unavailable".into())),
+                Decoded::Unavailable => {
+                    out.push(Err("the stub marks rip, rsp or rbp unavailable".into()))
+                }
             }
         }
         Ok(out)
@@ -275,7 +328,9 @@ impl Stub {
     /// Reads the stop reply, skipping console output (`O` packets).
     fn read_stop_reply(&mut self) -> Result<StopReply, StubError> {
         loop {
-            let reply = self.client.read_packet("waiting for the VM to stop (the stop reply)")?;
+            let reply = self
+                .client
+                .read_packet("waiting for the VM to stop (the stop reply)")?;
             if reply.first() == Some(&b'O') && reply != b"OK" {
                 continue;
             }
@@ -303,7 +358,7 @@ impl Stub {
     /// Lets the VM run again. No reply: the next stop reply answers it.
     pub fn resume(&mut self) -> Result<(), StubError> {
         if self.stopped {
-            self.client.queue(b"c");
+            self.client.queue(self.resume);
             self.client.flush()?;
             self.stopped = false;
         }
@@ -321,19 +376,32 @@ impl Stub {
                 return Ok(());
             }
         }
-        let reply = self.client.request(b"D", "waiting for the reply to D (detach)")?;
+        let reply = self
+            .client
+            .request(b"D", "waiting for the reply to D (detach)")?;
         if reply != b"OK" {
             return Err(self.refused("D", &reply));
         }
         Ok(())
     }
 
+    /// Asks the stub to detach (which lets the VM run) without waiting for an answer: after a
+    /// timeout the session is out of step, and a slow stub must not keep the VM stopped.
+    pub fn abandon(&mut self) {
+        self.client.queue(b"D");
+        let _ = self.client.flush();
+    }
+
     /// Guest-virtual memory of vCPU `thread` (an index into [`Stub::threads`]), through the
     /// stub (`Hg` + `m`, one round trip per `max_read` bytes). The VM must be stopped.
-    pub fn read_memory(&mut self, thread: usize, addr: u64, buf: &mut [u8]) -> Result<(), MemoryReadError> {
+    pub fn read_memory(
+        &mut self,
+        thread: usize,
+        addr: u64,
+        buf: &mut [u8],
+    ) -> Result<(), MemoryReadError> {
         let mut done = 0;
-        // As for registers: with one vCPU it is the one selected.
-        let thread_id = self.threads.get(thread).filter(|_| self.threads.len() > 1).cloned();
+        let thread_id = self.threads.get(thread).cloned();
         while done < buf.len() {
             let len = (buf.len() - done).min(self.max_read);
             let at = addr.wrapping_add(done as u64);
@@ -342,7 +410,9 @@ impl Stub {
             }
             let command = format!("m{at:x},{len:x}");
             self.client.queue(command.as_bytes());
-            self.client.flush().map_err(|e| MemoryReadError::Stub(e.into()))?;
+            self.client
+                .flush()
+                .map_err(|e| MemoryReadError::Stub(e.into()))?;
             if thread_id.is_some() {
                 let reply = self
                     .client
@@ -370,10 +440,12 @@ impl Stub {
                 return Err(if bytes.is_empty() {
                     MemoryReadError::Unreadable { addr: at }
                 } else {
-                    MemoryReadError::Stub(self.unexpected(format!(
-                        "it answered {command} with {} bytes",
-                        bytes.len()
-                    )))
+                    MemoryReadError::Stub(
+                        self.unexpected(format!(
+                            "it answered {command} with {} bytes",
+                            bytes.len()
+                        )),
+                    )
                 });
             }
             buf[done..done + bytes.len()].copy_from_slice(&bytes);

@@ -209,7 +209,10 @@ mod tests {
         fn read(&mut self, addr: u64, buf: &mut [u8]) -> Result<(), Fault> {
             for (i, byte) in buf.iter_mut().enumerate() {
                 let a = addr + i as u64;
-                let w = self.0.get(&(a & !7)).ok_or(Fault { addr: a, reason: FaultReason::NotMapped })?;
+                let w = self.0.get(&(a & !7)).ok_or(Fault {
+                    addr: a,
+                    reason: FaultReason::NotMapped,
+                })?;
                 *byte = w.to_le_bytes()[(a & 7) as usize];
             }
             Ok(())
@@ -232,16 +235,40 @@ mod tests {
 
     #[test]
     fn walks_to_the_bottom() {
-        let w = walk(&mut stack(), 0x100999, 0x7ef0, 0x7f00, LeafReturn::InFrame, None, WalkLimits::default());
+        let w = walk(
+            &mut stack(),
+            0x100999,
+            0x7ef0,
+            0x7f00,
+            LeafReturn::InFrame,
+            None,
+            WalkLimits::default(),
+        );
         assert_eq!(w.frames, [0x100999, 0x100111, 0x100222]);
         assert_eq!(w.cut, None);
     }
 
     #[test]
     fn leaf_in_prologue_or_at_ret_keeps_its_caller() {
-        let w = walk(&mut stack(), 0x100999, 0x7ef0, 0x7f00, LeafReturn::AtRsp, None, WalkLimits::default());
+        let w = walk(
+            &mut stack(),
+            0x100999,
+            0x7ef0,
+            0x7f00,
+            LeafReturn::AtRsp,
+            None,
+            WalkLimits::default(),
+        );
         assert_eq!(w.frames, [0x100999, 0x100555, 0x100111, 0x100222]);
-        let w = walk(&mut stack(), 0x100999, 0x7ee8, 0x7f00, LeafReturn::AboveRsp, None, WalkLimits::default());
+        let w = walk(
+            &mut stack(),
+            0x100999,
+            0x7ee8,
+            0x7f00,
+            LeafReturn::AboveRsp,
+            None,
+            WalkLimits::default(),
+        );
         assert_eq!(w.frames, [0x100999, 0x100555, 0x100111, 0x100222]);
     }
 
@@ -249,26 +276,77 @@ mod tests {
     fn bad_chains_are_cut_not_guessed() {
         let mut m = stack();
         m.0.insert(0x7f40, 0x7f00); // points back down
-        let w = walk(&mut m, 1, 0x7ef0, 0x7f00, LeafReturn::InFrame, None, WalkLimits::default());
+        let w = walk(
+            &mut m,
+            1,
+            0x7ef0,
+            0x7f00,
+            LeafReturn::InFrame,
+            None,
+            WalkLimits::default(),
+        );
         assert_eq!((w.frames.len(), w.cut), (3, Some(Cut::NotIncreasing)));
         let mut m = stack();
         m.0.insert(0x7f40, 0x9000); // unmapped
-        let w = walk(&mut m, 1, 0x7ef0, 0x7f00, LeafReturn::InFrame, None, WalkLimits::default());
+        let w = walk(
+            &mut m,
+            1,
+            0x7ef0,
+            0x7f00,
+            LeafReturn::InFrame,
+            None,
+            WalkLimits::default(),
+        );
         assert_eq!(w.cut, Some(Cut::Unreadable(FaultReason::NotMapped)));
         let mut m = stack();
         m.0.insert(0x7f40, 0x7f83);
-        let w = walk(&mut m, 1, 0x7ef0, 0x7f00, LeafReturn::InFrame, None, WalkLimits::default());
+        let w = walk(
+            &mut m,
+            1,
+            0x7ef0,
+            0x7f00,
+            LeafReturn::InFrame,
+            None,
+            WalkLimits::default(),
+        );
         assert_eq!(w.cut, Some(Cut::Misaligned));
-        let w = walk(&mut stack(), 1, 0x7f10, 0x7f00, LeafReturn::InFrame, None, WalkLimits::default());
+        let w = walk(
+            &mut stack(),
+            1,
+            0x7f10,
+            0x7f00,
+            LeafReturn::InFrame,
+            None,
+            WalkLimits::default(),
+        );
         assert_eq!(w.cut, Some(Cut::OffStack), "rbp below rsp");
-        let limits = WalkLimits { max_frames: 2, ..WalkLimits::default() };
-        let w = walk(&mut stack(), 1, 0x7ef0, 0x7f00, LeafReturn::InFrame, None, limits);
+        let limits = WalkLimits {
+            max_frames: 2,
+            ..WalkLimits::default()
+        };
+        let w = walk(
+            &mut stack(),
+            1,
+            0x7ef0,
+            0x7f00,
+            LeafReturn::InFrame,
+            None,
+            limits,
+        );
         assert_eq!((w.frames.len(), w.cut), (2, Some(Cut::TooDeep)));
         // A loop of frames ends too.
         let mut m = Words::default();
         m.0.insert(0x7f00, 0x7f00);
         m.0.insert(0x7f08, 5);
-        let w = walk(&mut m, 1, 0x7ef0, 0x7f00, LeafReturn::InFrame, None, WalkLimits::default());
+        let w = walk(
+            &mut m,
+            1,
+            0x7ef0,
+            0x7f00,
+            LeafReturn::InFrame,
+            None,
+            WalkLimits::default(),
+        );
         assert_eq!(w.cut, Some(Cut::NotIncreasing));
     }
 
@@ -287,9 +365,20 @@ mod tests {
         m.0.insert(block + 40, 0);
         m.0.insert(block + 48, 0);
         m.0.insert(block + 56, 0);
-        let layout = TracerLayout { trampoline, block_from_tp: -(SHADOW_BLOCK_BYTES as i64) };
+        let layout = TracerLayout {
+            trampoline,
+            block_from_tp: -(SHADOW_BLOCK_BYTES as i64),
+        };
         let mut shadow = ShadowStack::new(layout, Some(0x20000));
-        let w = walk(&mut m, 0x100999, 0x7ef0, 0x7f00, LeafReturn::InFrame, Some(&mut shadow), WalkLimits::default());
+        let w = walk(
+            &mut m,
+            0x100999,
+            0x7ef0,
+            0x7f00,
+            LeafReturn::InFrame,
+            Some(&mut shadow),
+            WalkLimits::default(),
+        );
         // The second trampoline has no shadow frame: kept as it is, and counted.
         assert_eq!(w.frames, [0x100999, 0x100111, trampoline]);
         assert_eq!(w.unresolved_trampolines, 1);
@@ -299,14 +388,38 @@ mod tests {
     fn leaf_return_slots() {
         let push = [0x55, 0x48, 0x89, 0xe5];
         let endbr = [0xf3, 0x0f, 0x1e, 0xfa, 0x55];
-        assert_eq!(leaf_return_slot(0x100, Some(0x100), Some(&push), Some(&push)), LeafReturn::AtRsp);
-        assert_eq!(leaf_return_slot(0x101, Some(0x100), Some(&push), Some(&push[1..])), LeafReturn::AboveRsp);
-        assert_eq!(leaf_return_slot(0x104, Some(0x100), Some(&push), Some(&[0x90])), LeafReturn::InFrame);
-        assert_eq!(leaf_return_slot(0x104, Some(0x100), Some(&endbr), Some(&[0x55])), LeafReturn::AtRsp);
-        assert_eq!(leaf_return_slot(0x105, Some(0x100), Some(&endbr), Some(&[0x48])), LeafReturn::AboveRsp);
-        assert_eq!(leaf_return_slot(0x120, Some(0x100), Some(&push), Some(&[0xc3])), LeafReturn::AtRsp);
-        assert_eq!(leaf_return_slot(0x120, None, None, Some(&[0xf3, 0xc3])), LeafReturn::AtRsp);
+        assert_eq!(
+            leaf_return_slot(0x100, Some(0x100), Some(&push), Some(&push)),
+            LeafReturn::AtRsp
+        );
+        assert_eq!(
+            leaf_return_slot(0x101, Some(0x100), Some(&push), Some(&push[1..])),
+            LeafReturn::AboveRsp
+        );
+        assert_eq!(
+            leaf_return_slot(0x104, Some(0x100), Some(&push), Some(&[0x90])),
+            LeafReturn::InFrame
+        );
+        assert_eq!(
+            leaf_return_slot(0x104, Some(0x100), Some(&endbr), Some(&[0x55])),
+            LeafReturn::AtRsp
+        );
+        assert_eq!(
+            leaf_return_slot(0x105, Some(0x100), Some(&endbr), Some(&[0x48])),
+            LeafReturn::AboveRsp
+        );
+        assert_eq!(
+            leaf_return_slot(0x120, Some(0x100), Some(&push), Some(&[0xc3])),
+            LeafReturn::AtRsp
+        );
+        assert_eq!(
+            leaf_return_slot(0x120, None, None, Some(&[0xf3, 0xc3])),
+            LeafReturn::AtRsp
+        );
         // Without a frame-pointer push, one byte in is not "after push rbp".
-        assert_eq!(leaf_return_slot(0x101, Some(0x100), Some(&[0x53, 0x48]), Some(&[0x48])), LeafReturn::InFrame);
+        assert_eq!(
+            leaf_return_slot(0x101, Some(0x100), Some(&[0x53, 0x48]), Some(&[0x48])),
+            LeafReturn::InFrame
+        );
     }
 }

@@ -9,8 +9,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use vftrace_guest::qemu::SUCCESS_STATUS;
-use vftrace_guest::{capture, CaptureOptions, GuestRun, GuestSession};
+use vftrace_guest::{GuestRun, GuestSession};
 use vftrace_kvm::process::{received_signal, ChildGuard, SignalGuard};
 use vftrace_merge::{merge, MergeOptions};
 use vftrace_profile::aggregate::inclusive_share;
@@ -104,6 +103,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             && !child.exited().unwrap_or(true)
     };
     let mut profiler = Profiler::attach(opts, &mut wait)?;
+    super::profile::print_attached(&profiler);
     let end = profiler.run(&mut |_| received_signal().is_none() && !child.exited().unwrap_or(true));
     let stacks = profiler.profile.stacks.clone();
     let summary = profiler.finish("The example unikernel, sampled from the host");
@@ -116,26 +116,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if let RunEnd::Failed(e) = end {
         return Err(e).context("sampling failed; the profile so far is written");
     }
-    if outcome.status != Some(SUCCESS_STATUS) {
-        bail!("the guest {}; see its output above", outcome.describe());
-    }
-    let Some(stream) = outcome.stream else {
-        bail!("the guest exited without announcing its trace stream")
-    };
-    let tsc_hz = vftrace_kvm::clock::calibrate_tsc_hz(Duration::from_millis(100))
-        .context("cannot measure the host TSC frequency against CLOCK_MONOTONIC")?;
-    let report = capture(
-        stream.as_slice(),
-        &guest_dir,
-        &CaptureOptions {
-            elf: Some(&elf),
-            tsc_hz: Some(tsc_hz),
-        },
-    )?;
-    super::capture::print_summary(&report, &guest_dir.display().to_string());
-    if let Some(e) = &report.error {
-        bail!("the guest's trace stream is damaged: {e}");
-    }
+    let tsc_hz = super::demo::host_tsc_hz_now()?;
+    super::demo::capture_guest(&outcome, &elf, &guest_dir, tsc_hz)?;
 
     let totals = trace_inclusive_ns(&guest_dir)?;
     let in_root = stacks
@@ -173,7 +155,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         timeline.display()
     );
     if !merged.data_errors.is_empty() {
-        bail!("{} input(s) could not be read to the end: {:?}", merged.data_errors.len(), merged.data_errors);
+        bail!(
+            "{} input(s) could not be read to the end: {:?}",
+            merged.data_errors.len(),
+            merged.data_errors
+        );
     }
     Ok(())
 }

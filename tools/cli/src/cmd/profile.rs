@@ -67,7 +67,9 @@ fn parse_image(text: &str) -> Result<ImageSpec, String> {
 fn parse_rate(text: &str) -> Result<f64, String> {
     match text.parse::<f64>() {
         Ok(hz) if (0.1..=100_000.0).contains(&hz) => Ok(hz),
-        _ => Err(format!("{text:?} is not a sampling rate between 0.1 and 100000 Hz")),
+        _ => Err(format!(
+            "{text:?} is not a sampling rate between 0.1 and 100000 Hz"
+        )),
     }
 }
 
@@ -122,9 +124,7 @@ pub fn run(args: Args) -> Result<()> {
         }
         Err(e) => return Err(e.into()),
     };
-    for w in &profiler.warnings {
-        eprintln!("vftrace profile: warning: {w}");
-    }
+    print_attached(&profiler);
     let show_progress = !args.quiet && std::io::stderr().is_terminal();
     if !args.quiet {
         eprintln!(
@@ -132,7 +132,11 @@ pub fn run(args: Args) -> Result<()> {
             profiler.vcpus(),
             args.hz,
             args.gdb,
-            if args.ram.is_some() { ", stacks from the RAM file" } else { ", stacks through the stub" },
+            if args.ram.is_some() {
+                ", stacks from the RAM file"
+            } else {
+                ", stacks through the stub"
+            },
             match (args.duration, has_command) {
                 (Some(d), _) => format!("for {:.1} s", d.as_secs_f64()),
                 (None, true) => "until the command exits".into(),
@@ -150,7 +154,11 @@ pub fn run(args: Args) -> Result<()> {
         }
         if show_progress && last_progress.elapsed() > Duration::from_millis(250) {
             last_progress = Instant::now();
-            eprint!("\rvftrace profile: {} samples, {:.1} s ", p.stops, p.elapsed.as_secs_f64());
+            eprint!(
+                "\rvftrace profile: {} samples, {:.1} s ",
+                p.stops,
+                p.elapsed.as_secs_f64()
+            );
         }
         true
     };
@@ -161,7 +169,8 @@ pub fn run(args: Args) -> Result<()> {
     let what = describe_target(&args);
     let summary = profiler.finish(&what);
     let status = child.finish(received_signal().unwrap_or(libc::SIGTERM))?;
-    let summary = summary.with_context(|| format!("writing the profile to {}", args.output.display()))?;
+    let summary =
+        summary.with_context(|| format!("writing the profile to {}", args.output.display()))?;
     print_summary(&summary);
     match end {
         RunEnd::Stopped => {
@@ -170,11 +179,17 @@ pub fn run(args: Args) -> Result<()> {
             }
         }
         RunEnd::VmExited(how) => {
-            let early = args.duration.is_some_and(|d| summary.elapsed + Duration::from_millis(100) < d);
+            let early = args
+                .duration
+                .is_some_and(|d| summary.elapsed + Duration::from_millis(100) < d);
             eprintln!(
                 "vftrace profile: sampling ended after {:.2} s: {how}{}",
                 summary.elapsed.as_secs_f64(),
-                if early { ", before the duration asked for; the profile so far is written" } else { "" }
+                if early {
+                    ", before the duration asked for; the profile so far is written"
+                } else {
+                    ""
+                }
             );
         }
         RunEnd::Failed(e) => {
@@ -189,7 +204,11 @@ pub fn run(args: Args) -> Result<()> {
         if !status.success() {
             use std::os::unix::process::ExitStatusExt;
             eprintln!("vftrace profile: the command failed ({status})");
-            std::process::exit(status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0)));
+            std::process::exit(
+                status
+                    .code()
+                    .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)),
+            );
         }
     }
     Ok(())
@@ -201,7 +220,10 @@ fn describe_target(args: &Args) -> String {
         .images
         .iter()
         .map(|i| {
-            let name = i.path.file_name().map_or_else(|| i.path.display().to_string(), |n| n.to_string_lossy().into_owned());
+            let name = i.path.file_name().map_or_else(
+                || i.path.display().to_string(),
+                |n| n.to_string_lossy().into_owned(),
+            );
             match i.load_address {
                 Some(a) => format!("{name}@{a:#x}"),
                 None => name,
@@ -212,6 +234,16 @@ fn describe_target(args: &Args) -> String {
         format!("Guest stacks through {} (no symbols)", args.gdb)
     } else {
         format!("Guest stacks of {}", names.join(", "))
+    }
+}
+
+/// What attaching found out and warns of.
+pub(crate) fn print_attached(profiler: &Profiler) {
+    for n in &profiler.notes {
+        eprintln!("vftrace profile: {n}");
+    }
+    for w in &profiler.warnings {
+        eprintln!("vftrace profile: warning: {w}");
     }
 }
 
@@ -234,7 +266,10 @@ pub(crate) fn print_summary(s: &ProfileSummary) {
         );
     }
     let cut: u64 = s.cuts.iter().map(|(_, n)| n).sum();
-    let mut line = format!("vftrace profile: stacks: {} complete, {cut} cut", s.complete);
+    let mut line = format!(
+        "vftrace profile: stacks: {} complete, {cut} cut",
+        s.complete
+    );
     if !s.cuts.is_empty() {
         let reasons: Vec<String> = s.cuts.iter().map(|(r, n)| format!("{r}: {n}")).collect();
         line += &format!(" ({})", reasons.join(", "));
@@ -243,7 +278,10 @@ pub(crate) fn print_summary(s: &ProfileSummary) {
         line += &format!(", {} vCPU stops without registers", s.without_registers);
     }
     if s.unresolved_trampolines > 0 {
-        line += &format!(", {} traced frames not found on the shadow stack", s.unresolved_trampolines);
+        line += &format!(
+            ", {} traced frames not found on the shadow stack",
+            s.unresolved_trampolines
+        );
     }
     eprintln!("{line}");
     let names: Vec<String> = s.written.iter().map(|p| p.display().to_string()).collect();
