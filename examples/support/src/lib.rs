@@ -36,6 +36,20 @@ pub fn require(tool: &str, why: &str) -> bool {
     found
 }
 
+/// tracefs is there and writable (root): what `vftrace kvm` needs.
+pub fn tracefs_usable() -> bool {
+    let root = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false);
+    root && (Path::new("/sys/kernel/tracing/instances").exists()
+        || Path::new("/sys/kernel/debug/tracing/instances").exists())
+}
+
 /// Runs a command, failing the test with its output if it does not succeed.
 pub fn run(cmd: &mut Command) -> Output {
     let out = cmd

@@ -689,17 +689,24 @@ fn demo_profile_compares_sampling_with_tracing() {
         return;
     }
     let _ = guest(true);
+    // With the host's KVM events where tracefs can be used (root); CI must have it.
+    let kvm = vftrace_testsupport::tracefs_usable();
+    if !kvm {
+        vftrace_testsupport::missing("root + tracefs", "demo-profile records host KVM events");
+    }
     let out = scratch("demo");
-    let run = vftrace()
-        .args([
-            "demo-profile",
-            "--cmdline",
-            "fib=10 sort=6 helpers=10 spin=1500",
-            "-o",
-        ])
-        .arg(&out)
-        .output()
-        .unwrap();
+    let mut cmd = vftrace();
+    cmd.args([
+        "demo-profile",
+        "--cmdline",
+        "fib=10 sort=6 helpers=10 spin=1500",
+        "-o",
+    ])
+    .arg(&out);
+    if !kvm {
+        cmd.arg("--no-kvm");
+    }
+    let run = cmd.output().unwrap();
     let log = text(&run);
     assert!(run.status.success(), "{log}");
     assert!(
@@ -707,6 +714,14 @@ fn demo_profile_compares_sampling_with_tracing() {
         "{log}"
     );
     assert!(log.contains("pause per sample: min"), "{log}");
+    assert!(log.contains("samples on 1 vCPU track(s)"), "{log}");
+    if kvm {
+        // Guest functions, samples and host KVM events on one timeline, aligned by markers.
+        assert!(
+            log.contains("KVM:       ") && log.contains("paired with a kvm_pio"),
+            "{log}"
+        );
+    }
     assert!(out.join("timeline.json").exists() && out.join("profile/flamegraph.svg").exists());
     let _ = std::fs::remove_dir_all(&out);
 }

@@ -132,23 +132,7 @@ fn guest_trace_replays_with_exact_call_counts() {
     let _ = std::fs::remove_dir_all(out.parent().unwrap());
 }
 
-/// tracefs is there and writable (root): what `vftrace kvm` needs.
-fn tracefs_usable() -> bool {
-    let root = is_root();
-    root && (Path::new("/sys/kernel/tracing/instances").exists()
-        || Path::new("/sys/kernel/debug/tracing/instances").exists())
-}
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(1) == Some("0"))
-        })
-        .unwrap_or(false)
-}
+use vftrace_testsupport::tracefs_usable;
 
 /// Numbers after "min", "median", "max" in the demo's residual line, in microseconds.
 fn residuals_us(stdout: &str) -> (f64, f64, f64, usize) {

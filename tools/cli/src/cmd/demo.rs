@@ -199,7 +199,7 @@ pub(crate) fn capture_guest(
 /// Writes the events of this guest's vCPU threads only: tracefs records every VM on the host,
 /// and another VM writing to the marker port would spoil the alignment. The vCPU threads are
 /// those whose `kvm_pio` carried one of the guest's marker values.
-fn keep_this_vm(all: &Path, out: &Path, report: &CaptureReport) -> anyhow::Result<()> {
+pub(crate) fn keep_this_vm(all: &Path, out: &Path, report: &CaptureReport) -> anyhow::Result<()> {
     let mut capture = vftrace_kvm::read_capture(all)?;
     let values: std::collections::HashSet<u64> =
         report.markers.iter().map(|m| m.value as u64).collect();

@@ -3,14 +3,18 @@
 //! RAM in a file and runs a long workload (`spin=N`); `vftrace profile`'s library samples its
 //! stacks from the host meanwhile. Then its own trace is captured, each workload function's
 //! share of samples is printed beside its share of traced time (sampling and tracing check
-//! each other), and trace and samples are merged into one timeline.
+//! each other), and trace, samples and the host's KVM events (recorded meanwhile, unless
+//! `--no-kvm`) are merged into one timeline.
 use std::net::TcpListener;
 use std::path::PathBuf;
+use std::process::ExitStatus;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use vftrace_guest::{GuestRun, GuestSession};
 use vftrace_kvm::process::{received_signal, ChildGuard, SignalGuard};
+use vftrace_kvm::{RecordOptions, RecordSummary};
 use vftrace_merge::{merge, MergeOptions};
 use vftrace_profile::aggregate::inclusive_share;
 use vftrace_profile::compare::{trace_inclusive_ns, trace_share};
@@ -44,6 +48,9 @@ pub struct Args {
     /// Read stacks through the gdb stub instead of the RAM file (slower stops).
     #[arg(long)]
     pub no_ram: bool,
+    /// Do not record host KVM events (no root or tracefs needed; the timeline has no host events).
+    #[arg(long)]
+    pub no_kvm: bool,
     /// Seconds before QEMU is stopped.
     #[arg(long, default_value_t = 30)]
     pub timeout: u64,
@@ -84,7 +91,19 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 
     let _signals = SignalGuard::install();
     let started = Instant::now();
-    let mut child = ChildGuard::spawn(&argv)?;
+    let kvm_file = args.output.join("host.kvm");
+    let mut vm = if args.no_kvm {
+        Vm::Plain(ChildGuard::spawn(&argv)?)
+    } else {
+        let opts = RecordOptions {
+            output: kvm_file.clone(),
+            duration: Some(run.timeout + Duration::from_secs(5)),
+            command: argv,
+            progress: false,
+            ..RecordOptions::default()
+        };
+        Vm::Recorded(std::thread::spawn(move || vftrace_kvm::record(&opts)))
+    };
     let opts = ProfileOptions {
         gdb: gdb.clone(),
         images: vec![ImageSpec {
@@ -98,16 +117,22 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         stub_timeout: Duration::from_secs(2),
     };
     let mut wait = || {
-        received_signal().is_none()
-            && started.elapsed() < Duration::from_secs(10)
-            && !child.exited().unwrap_or(true)
+        received_signal().is_none() && started.elapsed() < Duration::from_secs(10) && vm.running()
     };
-    let mut profiler = Profiler::attach(opts, &mut wait)?;
+    let attached = Profiler::attach(opts, &mut wait);
+    let mut profiler = match attached {
+        Ok(p) => p,
+        Err(e) => {
+            // The VM is let go by attach; end it and say why if it is what failed.
+            vm.finish()?;
+            return Err(e.into());
+        }
+    };
     super::profile::print_attached(&profiler);
-    let end = profiler.run(&mut |_| received_signal().is_none() && !child.exited().unwrap_or(true));
+    let end = profiler.run(&mut |_| received_signal().is_none() && vm.running());
     let stacks = profiler.profile.stacks.clone();
     let summary = profiler.finish("The example unikernel, sampled from the host");
-    let status = child.finish(libc::SIGTERM)?;
+    let (status, host_tsc_hz) = vm.finish()?;
     let outcome = session.collect(status, started.elapsed())?;
     drop(session);
     print!("{}", outcome.serial);
@@ -116,8 +141,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if let RunEnd::Failed(e) = end {
         return Err(e).context("sampling failed; the profile so far is written");
     }
-    let tsc_hz = super::demo::host_tsc_hz_now()?;
-    super::demo::capture_guest(&outcome, &elf, &guest_dir, tsc_hz)?;
+    let tsc_hz = match host_tsc_hz {
+        Some(hz) => hz,
+        None => super::demo::host_tsc_hz_now()?,
+    };
+    let report = super::demo::capture_guest(&outcome, &elf, &guest_dir, tsc_hz)?;
 
     let totals = trace_inclusive_ns(&guest_dir)?;
     let in_root = stacks
@@ -140,8 +168,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
     }
 
+    let vm_kvm_file = args.output.join("host-this-vm.kvm");
+    if !args.no_kvm {
+        super::demo::keep_this_vm(&kvm_file, &vm_kvm_file, &report)?;
+    }
     let opts = MergeOptions {
         guest: Some(guest_dir.clone()),
+        kvm: (!args.no_kvm).then_some(vm_kvm_file),
         profile: Some(profile_dir.join(SAMPLES_FILE)),
         tsc_hz: Some(tsc_hz),
         ..MergeOptions::default()
@@ -150,7 +183,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let merged = merge(&opts, &mut *sink)?;
     print!("{merged}");
     println!(
-        "flame graph: {}; timeline (guest functions and the samples): {}",
+        "flame graph: {}; timeline (guest functions, samples, host KVM events): {}",
         profile_dir.join("flamegraph.svg").display(),
         timeline.display()
     );
@@ -162,4 +195,38 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// The VM: QEMU alone, or QEMU run by a thread recording the host's KVM events meanwhile.
+enum Vm {
+    Plain(ChildGuard),
+    Recorded(JoinHandle<anyhow::Result<RecordSummary>>),
+}
+
+impl Vm {
+    fn running(&mut self) -> bool {
+        match self {
+            Vm::Plain(child) => !child.exited().unwrap_or(true),
+            Vm::Recorded(recorder) => !recorder.is_finished(),
+        }
+    }
+
+    /// Ends the VM if it still runs; its exit status and, if recorded, the TSC frequency the
+    /// recording measured.
+    fn finish(self) -> anyhow::Result<(Option<ExitStatus>, Option<f64>)> {
+        match self {
+            Vm::Plain(mut child) => Ok((child.finish(libc::SIGTERM)?, None)),
+            Vm::Recorded(recorder) => {
+                let summary = recorder
+                    .join()
+                    .map_err(|_| anyhow::anyhow!("the KVM event recorder panicked"))?
+                    .context("recording host KVM events failed (run as root with tracefs, or pass --no-kvm)")?;
+                eprintln!(
+                    "vftrace demo-profile: {} host KVM events recorded",
+                    summary.events
+                );
+                Ok((summary.command_status, summary.tsc_hz))
+            }
+        }
+    }
 }
