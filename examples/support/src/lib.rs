@@ -36,6 +36,26 @@ pub fn require(tool: &str, why: &str) -> bool {
     found
 }
 
+/// True when /dev/kvm, QEMU and uftrace (what the tests that boot a guest need) and `extra`
+/// are there; otherwise applies [`missing`] with `why`.
+pub fn require_kvm_guest(extra: &[(&'static str, bool)], why: &str) -> bool {
+    let tool = |name: &str| Command::new(name).arg("--version").output().is_ok();
+    let absent: Vec<&str> = [
+        ("/dev/kvm", Path::new("/dev/kvm").exists()),
+        ("qemu-system-x86_64", tool("qemu-system-x86_64")),
+        ("uftrace", tool("uftrace")),
+    ]
+    .into_iter()
+    .chain(extra.iter().copied())
+    .filter(|(_, ok)| !ok)
+    .map(|(n, _)| n)
+    .collect();
+    if !absent.is_empty() {
+        missing(&format!("{absent:?}"), why);
+    }
+    absent.is_empty()
+}
+
 /// tracefs is there and writable (root): what `vftrace kvm` needs.
 pub fn tracefs_usable() -> bool {
     let root = std::fs::read_to_string("/proc/self/status")

@@ -24,6 +24,20 @@ const SPIN_FUNCTIONS: [&str; 4] = [
     "guest::workload::spin_gamma",
     "guest::workload::spin_delta",
 ];
+/// Stacks the spin phase must show, outermost first.
+const ALPHA_STACK: [&str; 4] = [
+    "guest_main",
+    ROOT,
+    "guest::workload::spin_round",
+    "guest::workload::spin_alpha",
+];
+const GAMMA_STACK: [&str; 5] = [
+    "guest_main",
+    ROOT,
+    "guest::workload::spin_round",
+    "guest::workload::spin_beta",
+    "guest::workload::spin_gamma",
+];
 /// How far the share of samples may be from the trace's share, in percentage points: with
 /// about a thousand samples in the phase the sampling error of a 40% share is 1.5 points.
 const SHARE_TOLERANCE_POINTS: f64 = 5.0;
@@ -34,23 +48,7 @@ fn vftrace() -> Command {
 
 /// /dev/kvm, QEMU and uftrace are there; in CI a missing one fails the test.
 fn kvm_available() -> bool {
-    let tool = |name: &str| Command::new(name).arg("--version").output().is_ok();
-    let missing: Vec<&str> = [
-        ("/dev/kvm", Path::new("/dev/kvm").exists()),
-        ("qemu-system-x86_64", tool("qemu-system-x86_64")),
-        ("uftrace", tool("uftrace")),
-    ]
-    .into_iter()
-    .filter(|(_, ok)| !ok)
-    .map(|(n, _)| n)
-    .collect();
-    if !missing.is_empty() {
-        vftrace_testsupport::missing(
-            &format!("{missing:?}"),
-            "the profile tests sample a guest under KVM",
-        );
-    }
-    missing.is_empty()
+    vftrace_testsupport::require_kvm_guest(&[], "the profile tests sample a guest under KVM")
 }
 
 /// The example unikernel, built once per test binary with or without instrumentation (both
@@ -175,6 +173,34 @@ fn text(o: &Output) -> String {
     )
 }
 
+/// Runs the guest once alone and once profiled with its own ELF; both must succeed and print
+/// the same. Returns vftrace's output (also printed), the profiled run and the profile.
+fn profile_unchanged(
+    elf: &Path,
+    cmdline: &str,
+    name: &str,
+    extra: &[&str],
+    ram: bool,
+) -> (String, GuestOutcome, PathBuf) {
+    let alone = run_guest(&guest_run(elf, cmdline, &scratch(&format!("{name}-alone")))).unwrap();
+    assert_eq!(alone.status, Some(SUCCESS_STATUS), "{}", alone.serial);
+    let (output, outcome, dir) = profile_guest(elf, elf, cmdline, name, extra, ram);
+    let log = text(&output);
+    assert_eq!(
+        outcome.status,
+        Some(SUCCESS_STATUS),
+        "{log}\n{}",
+        outcome.serial
+    );
+    assert_eq!(
+        comparable(&outcome.serial),
+        comparable(&alone.serial),
+        "sampling changed what the guest printed"
+    );
+    println!("{log}");
+    (log, outcome, dir)
+}
+
 /// stacks.folded as (frames, count).
 fn folded(dir: &Path) -> Vec<(Vec<String>, u64)> {
     std::fs::read_to_string(dir.join("stacks.folded"))
@@ -225,24 +251,6 @@ fn uftrace_totals(dir: &Path) -> HashMap<String, f64> {
         .collect()
 }
 
-/// A number after `key` in vftrace's summary, e.g. "median " -> 0.112 (ms).
-fn summary_number(text: &str, line_start: &str, key: &str) -> f64 {
-    let line = text
-        .lines()
-        .find(|l| l.contains(line_start))
-        .unwrap_or_else(|| panic!("no {line_start:?} line in:\n{text}"));
-    let rest = &line[line
-        .find(key)
-        .unwrap_or_else(|| panic!("{key:?} missing: {line}"))
-        + key.len()..];
-    rest.split_whitespace()
-        .next()
-        .unwrap()
-        .trim_end_matches(',')
-        .parse()
-        .unwrap()
-}
-
 #[test]
 fn instrumented_guest_stacks_agree_with_its_own_trace() {
     if !kvm_available() {
@@ -250,40 +258,15 @@ fn instrumented_guest_stacks_agree_with_its_own_trace() {
     }
     let elf = guest(true);
     let cmdline = "fib=18 sort=10 helpers=100 spin=3500";
-    let unprofiled = run_guest(&guest_run(elf, cmdline, &scratch("instr-plain"))).unwrap();
-    assert_eq!(
-        unprofiled.status,
-        Some(SUCCESS_STATUS),
-        "{}",
-        unprofiled.serial
-    );
-    let (output, outcome, dir) = profile_guest(elf, elf, cmdline, "instr", &["-F", "997"], true);
-    let log = text(&output);
-    assert_eq!(
-        outcome.status,
-        Some(SUCCESS_STATUS),
-        "{log}\n{}",
-        outcome.serial
-    );
-    assert_eq!(
-        comparable(&outcome.serial),
-        comparable(&unprofiled.serial),
-        "sampling changed what the guest printed"
-    );
-    println!("{log}");
+    let (log, outcome, dir) = profile_unchanged(elf, cmdline, "instr", &["-F", "997"], true);
 
     // Stacks name the workload, nested as the code calls it, through vftrace's trampoline.
     let stacks = folded(&dir);
-    let nested = [
-        "guest_main",
-        ROOT,
-        "guest::workload::spin_round",
-        "guest::workload::spin_beta",
-        "guest::workload::spin_gamma",
-    ];
     assert!(
-        stacks.iter().any(|(s, _)| s.len() >= 5 && s[..5] == nested),
-        "no stack {nested:?} in {stacks:?}"
+        stacks
+            .iter()
+            .any(|(s, _)| s.len() >= 5 && s[..5] == GAMMA_STACK),
+        "no stack {GAMMA_STACK:?} in {stacks:?}"
     );
     // The trampoline may be the leaf (a sample while it runs), never a caller.
     assert!(
@@ -339,8 +322,7 @@ fn instrumented_guest_stacks_agree_with_its_own_trace() {
         Some("3"),
         "the workload runs at CPL 3: {table}"
     );
-    let median = summary_number(&log, "pause per sample", "median ");
-    assert!(median > 0.0);
+    assert!(log.contains("pause per sample: min"), "{log}");
 
     // vftrace merge shows the samples as a track beside the guest's functions.
     let timeline = dir.parent().unwrap().join("timeline.json");
@@ -403,34 +385,10 @@ fn uninstrumented_guest_is_walked_by_frame_pointers_through_the_stub() {
     }
     let elf = guest(false);
     let cmdline = "fib=24 sort=14 helpers=100 spin=1500";
-    let unprofiled = run_guest(&guest_run(elf, cmdline, &scratch("plain-plain"))).unwrap();
     // Stacks read through the stub (no --ram): the slow path, at a lower rate.
-    let (output, outcome, dir) = profile_guest(elf, elf, cmdline, "plain", &["-F", "300"], false);
-    let log = text(&output);
-    assert_eq!(
-        outcome.status,
-        Some(SUCCESS_STATUS),
-        "{log}\n{}",
-        outcome.serial
-    );
-    assert_eq!(comparable(&outcome.serial), comparable(&unprofiled.serial));
-    println!("{log}");
+    let (_, _, dir) = profile_unchanged(elf, cmdline, "plain", &["-F", "300"], false);
     let stacks = folded(&dir);
-    for chain in [
-        &[
-            "guest_main",
-            ROOT,
-            "guest::workload::spin_round",
-            "guest::workload::spin_alpha",
-        ][..],
-        &[
-            "guest_main",
-            ROOT,
-            "guest::workload::spin_round",
-            "guest::workload::spin_beta",
-            "guest::workload::spin_gamma",
-        ],
-    ] {
+    for chain in [&ALPHA_STACK[..], &GAMMA_STACK[..]] {
         assert!(
             stacks
                 .iter()
@@ -572,7 +530,7 @@ fn fake_stub(misbehave: fn(&mut TcpStream)) -> (String, std::thread::JoinHandle<
                 .unwrap();
         };
         // Registers of gdb's plain amd64 layout: rip 0x100000, rsp = rbp = 0x7000, cs 0x23.
-        let mut regs = vec![0u8; 164];
+        let mut regs = [0u8; 164];
         regs[6 * 8..6 * 8 + 8].copy_from_slice(&0x7000u64.to_le_bytes());
         regs[7 * 8..7 * 8 + 8].copy_from_slice(&0x7000u64.to_le_bytes());
         regs[16 * 8..16 * 8 + 8].copy_from_slice(&0x100000u64.to_le_bytes());

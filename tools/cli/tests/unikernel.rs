@@ -15,25 +15,7 @@ fn available() -> bool {
 /// True when /dev/kvm, QEMU, uftrace and `extra` are there. In CI (CI=true) a missing one fails
 /// the test; elsewhere the test is skipped with a loud message.
 fn require(extra: &[(&'static str, bool)]) -> bool {
-    let tool = |name: &str| Command::new(name).arg("--version").output().is_ok();
-    let missing: Vec<&str> = [
-        ("/dev/kvm", Path::new("/dev/kvm").exists()),
-        ("qemu-system-x86_64", tool("qemu-system-x86_64")),
-        ("uftrace", tool("uftrace")),
-    ]
-    .into_iter()
-    .chain(extra.iter().copied())
-    .filter(|(_, ok)| !ok)
-    .map(|(n, _)| n)
-    .collect();
-    if missing.is_empty() {
-        return true;
-    }
-    vftrace_testsupport::missing(
-        &format!("{missing:?}"),
-        "the unikernel tests boot a guest under KVM",
-    );
-    false
+    vftrace_testsupport::require_kvm_guest(extra, "the unikernel tests boot a guest under KVM")
 }
 
 fn scratch(name: &str) -> PathBuf {

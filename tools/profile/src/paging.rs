@@ -217,7 +217,7 @@ mod tests {
     }
 
     #[test]
-    fn four_level_walk_with_small_and_huge_pages() {
+    fn four_level_walk_with_small_and_huge_pages_and_hostile_addresses() {
         let (_dir, ram) = ram();
         let mut cache = PageCache::default();
         let walk = PageWalk::for_registers(&regs(0x1000)).unwrap();
@@ -232,18 +232,8 @@ mod tests {
         mem.read(0x20_0ff8, &mut b).unwrap();
         assert_eq!(u64::from_le_bytes(b[..8].try_into().unwrap()), 0xaaaa);
         assert_eq!(u64::from_le_bytes(b[8..].try_into().unwrap()), 0xbbbb);
-    }
 
-    #[test]
-    fn hostile_addresses_fail_cleanly() {
-        let (_dir, ram) = ram();
-        let mut cache = PageCache::default();
-        let walk = PageWalk::for_registers(&regs(0x1000)).unwrap();
-        let mut mem = RamMemory {
-            ram: &ram,
-            walk,
-            cache: &mut cache,
-        };
+        // Hostile addresses fail cleanly.
         let reason = |m: &mut RamMemory, a| m.read_u64(a).unwrap_err().reason;
         assert_eq!(reason(&mut mem, 0x60_0000), FaultReason::NotMapped);
         assert_eq!(

@@ -370,7 +370,7 @@ fn hex_byte(b: u8) -> [u8; 2] {
 
 /// `hex` as bytes (two digits each), or None if it is not an even number of hex digits.
 pub fn decode_hex(hex: &[u8]) -> Option<Vec<u8>> {
-    if hex.len() % 2 != 0 {
+    if !hex.len().is_multiple_of(2) {
         return None;
     }
     hex.chunks_exact(2)

@@ -164,7 +164,7 @@ pub fn walk(
         }
         let cut = if out.frames.len() >= limits.max_frames {
             Some(Cut::TooDeep)
-        } else if fp % 8 != 0 {
+        } else if !fp.is_multiple_of(8) {
             Some(Cut::Misaligned)
         } else if previous.is_some_and(|p| fp <= p) {
             Some(Cut::NotIncreasing)
@@ -217,6 +217,19 @@ mod tests {
             }
             Ok(())
         }
+    }
+
+    /// A walk from rip 1 with no shadow stack and the default limits.
+    fn walk_plain(m: &mut Words, rsp: u64, rbp: u64) -> Walk {
+        walk(
+            m,
+            1,
+            rsp,
+            rbp,
+            LeafReturn::InFrame,
+            None,
+            WalkLimits::default(),
+        )
     }
 
     /// A stack with frames at 0x7f00 -> 0x7f40 -> 0x7f80 (bottom: return address 0).
@@ -276,49 +289,17 @@ mod tests {
     fn bad_chains_are_cut_not_guessed() {
         let mut m = stack();
         m.0.insert(0x7f40, 0x7f00); // points back down
-        let w = walk(
-            &mut m,
-            1,
-            0x7ef0,
-            0x7f00,
-            LeafReturn::InFrame,
-            None,
-            WalkLimits::default(),
-        );
+        let w = walk_plain(&mut m, 0x7ef0, 0x7f00);
         assert_eq!((w.frames.len(), w.cut), (3, Some(Cut::NotIncreasing)));
         let mut m = stack();
         m.0.insert(0x7f40, 0x9000); // unmapped
-        let w = walk(
-            &mut m,
-            1,
-            0x7ef0,
-            0x7f00,
-            LeafReturn::InFrame,
-            None,
-            WalkLimits::default(),
-        );
+        let w = walk_plain(&mut m, 0x7ef0, 0x7f00);
         assert_eq!(w.cut, Some(Cut::Unreadable(FaultReason::NotMapped)));
         let mut m = stack();
         m.0.insert(0x7f40, 0x7f83);
-        let w = walk(
-            &mut m,
-            1,
-            0x7ef0,
-            0x7f00,
-            LeafReturn::InFrame,
-            None,
-            WalkLimits::default(),
-        );
+        let w = walk_plain(&mut m, 0x7ef0, 0x7f00);
         assert_eq!(w.cut, Some(Cut::Misaligned));
-        let w = walk(
-            &mut stack(),
-            1,
-            0x7f10,
-            0x7f00,
-            LeafReturn::InFrame,
-            None,
-            WalkLimits::default(),
-        );
+        let w = walk_plain(&mut stack(), 0x7f10, 0x7f00);
         assert_eq!(w.cut, Some(Cut::OffStack), "rbp below rsp");
         let limits = WalkLimits {
             max_frames: 2,
@@ -338,15 +319,7 @@ mod tests {
         let mut m = Words::default();
         m.0.insert(0x7f00, 0x7f00);
         m.0.insert(0x7f08, 5);
-        let w = walk(
-            &mut m,
-            1,
-            0x7ef0,
-            0x7f00,
-            LeafReturn::InFrame,
-            None,
-            WalkLimits::default(),
-        );
+        let w = walk_plain(&mut m, 0x7ef0, 0x7f00);
         assert_eq!(w.cut, Some(Cut::NotIncreasing));
     }
 
@@ -386,40 +359,44 @@ mod tests {
 
     #[test]
     fn leaf_return_slots() {
-        let push = [0x55, 0x48, 0x89, 0xe5];
-        let endbr = [0xf3, 0x0f, 0x1e, 0xfa, 0x55];
-        assert_eq!(
-            leaf_return_slot(0x100, Some(0x100), Some(&push), Some(&push)),
-            LeafReturn::AtRsp
-        );
-        assert_eq!(
-            leaf_return_slot(0x101, Some(0x100), Some(&push), Some(&push[1..])),
-            LeafReturn::AboveRsp
-        );
-        assert_eq!(
-            leaf_return_slot(0x104, Some(0x100), Some(&push), Some(&[0x90])),
-            LeafReturn::InFrame
-        );
-        assert_eq!(
-            leaf_return_slot(0x104, Some(0x100), Some(&endbr), Some(&[0x55])),
-            LeafReturn::AtRsp
-        );
-        assert_eq!(
-            leaf_return_slot(0x105, Some(0x100), Some(&endbr), Some(&[0x48])),
-            LeafReturn::AboveRsp
-        );
-        assert_eq!(
-            leaf_return_slot(0x120, Some(0x100), Some(&push), Some(&[0xc3])),
-            LeafReturn::AtRsp
-        );
-        assert_eq!(
-            leaf_return_slot(0x120, None, None, Some(&[0xf3, 0xc3])),
-            LeafReturn::AtRsp
-        );
-        // Without a frame-pointer push, one byte in is not "after push rbp".
-        assert_eq!(
-            leaf_return_slot(0x101, Some(0x100), Some(&[0x53, 0x48]), Some(&[0x48])),
-            LeafReturn::InFrame
-        );
+        let push: &[u8] = &[0x55, 0x48, 0x89, 0xe5];
+        let endbr: &[u8] = &[0xf3, 0x0f, 0x1e, 0xfa, 0x55];
+        // (rip, function start, its first bytes, bytes at rip, expected)
+        let cases: [(u64, Option<u64>, Option<&[u8]>, &[u8], LeafReturn); 8] = [
+            (0x100, Some(0x100), Some(push), push, LeafReturn::AtRsp),
+            (
+                0x101,
+                Some(0x100),
+                Some(push),
+                &push[1..],
+                LeafReturn::AboveRsp,
+            ),
+            (0x104, Some(0x100), Some(push), &[0x90], LeafReturn::InFrame),
+            (0x104, Some(0x100), Some(endbr), &[0x55], LeafReturn::AtRsp),
+            (
+                0x105,
+                Some(0x100),
+                Some(endbr),
+                &[0x48],
+                LeafReturn::AboveRsp,
+            ),
+            (0x120, Some(0x100), Some(push), &[0xc3], LeafReturn::AtRsp),
+            (0x120, None, None, &[0xf3, 0xc3], LeafReturn::AtRsp),
+            // Without a frame-pointer push, one byte in is not "after push rbp".
+            (
+                0x101,
+                Some(0x100),
+                Some(&[0x53, 0x48]),
+                &[0x48],
+                LeafReturn::InFrame,
+            ),
+        ];
+        for (rip, start, prologue, at_rip, expected) in cases {
+            assert_eq!(
+                leaf_return_slot(rip, start, prologue, Some(at_rip)),
+                expected,
+                "rip {rip:#x}, start {start:?}, bytes {at_rip:02x?}"
+            );
+        }
     }
 }

@@ -10,7 +10,7 @@ use anyhow::{bail, Context};
 use vftrace_guest::qemu::SUCCESS_STATUS;
 use vftrace_guest::{capture, CaptureOptions, CaptureReport, GuestOutcome, GuestRun, GuestSession};
 use vftrace_kvm::{KvmEventKind, RecordOptions};
-use vftrace_merge::{merge, MergeOptions, DEFAULT_MARKER_PORT};
+use vftrace_merge::{merge, MergeOptions, MergeReport, DEFAULT_MARKER_PORT};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -154,6 +154,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         timeline.display(),
         guest_dir.display()
     );
+    all_inputs_read(&merged)
+}
+
+/// An error if the merge could not read an input to its end.
+pub(crate) fn all_inputs_read(merged: &MergeReport) -> anyhow::Result<()> {
     if !merged.data_errors.is_empty() {
         bail!(
             "{} input(s) could not be read to the end: {:?}",

@@ -11,7 +11,7 @@ use std::process::ExitStatus;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use vftrace_guest::{GuestRun, GuestSession};
 use vftrace_kvm::process::{received_signal, ChildGuard, SignalGuard};
 use vftrace_kvm::{RecordOptions, RecordSummary};
@@ -187,14 +187,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         profile_dir.join("flamegraph.svg").display(),
         timeline.display()
     );
-    if !merged.data_errors.is_empty() {
-        bail!(
-            "{} input(s) could not be read to the end: {:?}",
-            merged.data_errors.len(),
-            merged.data_errors
-        );
-    }
-    Ok(())
+    super::demo::all_inputs_read(&merged)
 }
 
 /// The VM: QEMU alone, or QEMU run by a thread recording the host's KVM events meanwhile.
