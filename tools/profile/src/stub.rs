@@ -54,8 +54,8 @@ pub struct Stub {
     threads: Vec<String>,
     /// Most data bytes one `m` reply can carry.
     max_read: usize,
-    /// How to let the VM run: `vCont;c` where offered (uhyve's stub resolves a plain `c` to a
-    /// thread it does not have), else `c`.
+    /// How to let the VM run: `vCont;c` where the stub has it (uhyve's resolves a plain `c` to
+    /// a thread it does not have), else `c`.
     resume: &'static [u8],
     /// Register reads may follow the interrupt in the same write (QEMU).
     pipelined_stop: bool,
@@ -92,11 +92,13 @@ impl Stub {
         // An `m` reply is two hex digits per byte plus framing.
         let max_read = (packet_size.saturating_sub(16) / 2).clamp(64, 4096);
         let status = client.request(b"?", "waiting for the reply to `?` (the VM's state)")?;
-        let resume: &[u8] = if offered("vContSupported") {
-            b"vCont;c"
-        } else {
-            b"c"
-        };
+        let vcont = client.request(b"vCont?", "waiting for the reply to vCont?")?;
+        let resume: &[u8] =
+            if vcont.starts_with(b"vCont") && vcont.split(|&b| b == b';').any(|a| a == b"c") {
+                b"vCont;c"
+            } else {
+                b"c"
+            };
         // A QEMU-only query tells QEMU's stub apart.
         let sstep = client.request(
             b"qqemu.sstepbits",
