@@ -683,3 +683,74 @@ fn demo_profile_compares_sampling_with_tracing() {
     assert!(out.join("timeline.json").exists() && out.join("profile/flamegraph.svg").exists());
     let _ = std::fs::remove_dir_all(&out);
 }
+
+/// Hermit under uhyve: another VMM's stub (run-length encoded replies, no-ack mode, `vCont`, no
+/// register description, no CR3), stacks read through it, and a position-independent image that
+/// uhyve loads at a new address every run. The image is built by examples/hermit/build.sh
+/// (minutes the first time; the Hermit tests build the same).
+#[test]
+fn hermit_under_uhyve_is_sampled_through_its_stub() {
+    if !kvm_available()
+        || !vftrace_testsupport::require("rustup", "the Hermit build installs its toolchains")
+    {
+        return;
+    }
+    let hermit = vftrace_testsupport::workspace().join("examples/hermit");
+    vftrace_testsupport::run(
+        Command::new(hermit.join("build.sh"))
+            .env_remove("RUSTFLAGS")
+            .env_remove("CARGO_ENCODED_RUSTFLAGS"),
+    );
+    let app = std::fs::canonicalize(hermit.join("target/vftrace-hermit-demo")).unwrap();
+    let out = scratch("hermit");
+    let port = free_port().to_string();
+    let output = vftrace()
+        .args([
+            "profile",
+            "--gdb",
+            &format!("127.0.0.1:{port}"),
+            "-F",
+            "50",
+            "--timeout",
+            "10",
+        ])
+        .arg("--elf")
+        .arg(&app)
+        .arg("-o")
+        .arg(&out)
+        .args([
+            "--",
+            "timeout",
+            "300",
+            "uhyve",
+            "--gdb-port",
+            &port,
+            "--cpu-count",
+            "1",
+        ])
+        .args(["--memory-size", "256MiB"])
+        .arg(&app)
+        .output()
+        .unwrap();
+    let log = text(&output);
+    assert!(output.status.success(), "{log}");
+    assert!(
+        log.contains("fib(20) = 6765"),
+        "the demo ran to its end: {log}"
+    );
+    assert!(log.contains("is loaded at bias"), "{log}");
+    let stacks = folded(&out);
+    // The application's recursion under the kernel's first task, walked to the bottom.
+    assert!(
+        stacks.iter().any(|(s, _)| {
+            s.first().is_some_and(|f| f.starts_with("hermit::"))
+                && s.iter().any(|f| f == "vftrace_hermit_demo::main")
+                && s.iter()
+                    .filter(|f| *f == "vftrace_hermit_demo::fib")
+                    .count()
+                    >= 3
+        }),
+        "no stack from the kernel through main into fib's recursion: {stacks:?}"
+    );
+    let _ = std::fs::remove_dir_all(&out);
+}
