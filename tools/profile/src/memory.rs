@@ -125,6 +125,9 @@ pub struct StubMemory<'a> {
     pub stub: &'a mut Stub,
     pub thread: usize,
     chunk: u64,
+    /// Chunks are laid out from here: a stack walk reads upward from rsp, so the first chunk
+    /// starting at rsp holds most of it.
+    origin: u64,
     chunks: HashMap<u64, Option<Vec<u8>>>,
     /// Set when the session itself failed; the walk then ends and the caller reports it.
     pub error: Option<StubError>,
@@ -133,10 +136,12 @@ pub struct StubMemory<'a> {
 }
 
 impl<'a> StubMemory<'a> {
-    pub fn new(stub: &'a mut Stub, thread: usize) -> StubMemory<'a> {
+    /// Reads of vCPU `thread`'s memory, in chunks laid out from `origin` (its rsp for a walk).
+    pub fn new(stub: &'a mut Stub, thread: usize, origin: u64) -> StubMemory<'a> {
         let chunk = (stub.max_read().min(MAX_STUB_CHUNK) & !63).max(64) as u64;
         StubMemory {
             chunk,
+            origin,
             stub,
             thread,
             chunks: HashMap::new(),
@@ -174,7 +179,7 @@ impl GuestMemory for StubMemory<'_> {
         let mut done = 0usize;
         while done < buf.len() {
             let va = addr.wrapping_add(done as u64);
-            let base = va - va % self.chunk;
+            let base = va - va.wrapping_sub(self.origin) % self.chunk;
             let off = (va - base) as usize;
             let n = (self.chunk as usize - off).min(buf.len() - done);
             match self.chunk(base) {

@@ -321,7 +321,7 @@ impl Profiler {
             };
             return Ok(walk_with(&mut mem, at_rip, shadow.as_mut()));
         }
-        let mut mem = StubMemory::new(&mut self.stub, vcpu);
+        let mut mem = StubMemory::new(&mut self.stub, vcpu, regs.rsp);
         let w = walk_with(&mut mem, code_at_rip, shadow.as_mut());
         self.stub_reads += mem.requests;
         match mem.error.take() {

@@ -57,7 +57,7 @@ impl Profiler {
                 (placed, self.images.verify(&mut mem))
             }
             _ => {
-                let mut mem = StubMemory::new(&mut self.stub, vcpu);
+                let mut mem = StubMemory::new(&mut self.stub, vcpu, first.rip);
                 let placed = self.images.place_by_code(&mut mem, first.rip);
                 let v = self.images.verify(&mut mem);
                 if let Some(e) = mem.error.take() {
