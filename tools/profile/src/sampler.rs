@@ -222,10 +222,13 @@ impl Profiler {
                     return RunEnd::VmExited("its gdb stub closed the connection".into());
                 }
                 Err(e) => {
-                    if matches!(
+                    // The session is out of step, but the VM must not stay stopped: it is
+                    // (the stop reply came) or will be (a stub too slow to answer in time).
+                    let timed_out = matches!(
                         e,
                         ProfileError::Stub(StubError::Protocol(RspError::Timeout { .. }))
-                    ) {
+                    );
+                    if self.stub.is_stopped() || timed_out {
                         self.stub.abandon();
                     }
                     self.connection_lost = true;

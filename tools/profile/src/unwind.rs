@@ -361,8 +361,9 @@ mod tests {
     fn leaf_return_slots() {
         let push: &[u8] = &[0x55, 0x48, 0x89, 0xe5];
         let endbr: &[u8] = &[0xf3, 0x0f, 0x1e, 0xfa, 0x55];
-        // (rip, function start, its first bytes, bytes at rip, expected)
-        let cases: [(u64, Option<u64>, Option<&[u8]>, &[u8], LeafReturn); 8] = [
+        /// rip, function start, its first bytes, bytes at rip, expected.
+        type Case<'a> = (u64, Option<u64>, Option<&'a [u8]>, &'a [u8], LeafReturn);
+        let cases: [Case; 8] = [
             (0x100, Some(0x100), Some(push), push, LeafReturn::AtRsp),
             (
                 0x101,
