@@ -594,3 +594,16 @@ pub(crate) fn take_signal_skips(g: &Globals, st: &mut ThreadState) {
         count_unrecorded(g, st, skipped);
     }
 }
+
+// Tools read a guest's shadow stack from outside (`vftrace profile`); the layout they read is
+// stated once, in the shared ABI module, and checked here.
+const _: () = {
+    use core::mem::{offset_of, size_of};
+    use vftrace_format::abi::shadow_layout as l;
+    assert!(offset_of!(ThreadState, depth) == l::DEPTH_OFFSET);
+    assert!(offset_of!(ThreadState, frames) == l::FRAMES_OFFSET);
+    assert!(size_of::<Frame>() == l::FRAME_BYTES);
+    assert!(offset_of!(Frame, ret) == l::FRAME_RET);
+    assert!(offset_of!(Frame, slot) == l::FRAME_SLOT);
+    assert!(SHADOW_STACK_DEPTH == l::MAX_DEPTH);
+};

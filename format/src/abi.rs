@@ -83,3 +83,22 @@ impl Config {
         filter_count: 0,
     };
 }
+
+/// Where the backend keeps a thread's shadow stack, for tools that read it from outside
+/// (`vftrace profile` walking an instrumented guest's stacks finds the trampoline in every
+/// traced frame and needs the real return addresses). The backend checks at compile time that
+/// its state has this layout.
+pub mod shadow_layout {
+    /// The thread-local word (local-exec TLS) holding the address of the thread's state, 0
+    /// before the thread first records.
+    pub const TLS_SYMBOL: &str = "vftrace_thread_state";
+    /// In the state: the number of frames in use (u32).
+    pub const DEPTH_OFFSET: usize = 8;
+    /// In the state: the frames, oldest first.
+    pub const FRAMES_OFFSET: usize = 128;
+    pub const FRAME_BYTES: usize = 40;
+    /// In a frame: the return address the trampoline replaced, and the slot it was in.
+    pub const FRAME_RET: usize = 0;
+    pub const FRAME_SLOT: usize = 8;
+    pub const MAX_DEPTH: usize = 1024;
+}

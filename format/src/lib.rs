@@ -5,7 +5,8 @@
 //!
 //! - [`info`]: the `info` file (binary header + text sections), [`task`]: `task.txt`,
 //!   [`maps`]: `sid-SID.map`, [`sym`]: `basename.sym` files and uftrace-style demangling,
-//!   [`clock`]: `vftrace.clock` (ns <-> TSC), [`reader`]: fast `TID.dat` reading.
+//!   [`clock`]: `vftrace.clock` (ns <-> TSC), [`reader`]: fast `TID.dat` reading,
+//!   [`samples`]: `vftrace.samples` (stack samples taken from the host).
 //! - [`dir`]: [`dir::TraceDirWriter`] writes a directory uftrace 0.13 reads;
 //!   [`dir::TraceDir`] opens one (ours or uftrace's) and gives records and a
 //!   [`symbolizer::Symbolizer`].
@@ -44,6 +45,8 @@ pub mod pool_read;
 pub mod reader;
 #[cfg(feature = "std")]
 pub mod recording;
+#[cfg(feature = "std")]
+pub mod samples;
 #[cfg(feature = "std")]
 pub mod sym;
 #[cfg(feature = "std")]

@@ -36,6 +36,40 @@ pub fn require(tool: &str, why: &str) -> bool {
     found
 }
 
+/// True when /dev/kvm, QEMU and uftrace (what the tests that boot a guest need) and `extra`
+/// are there; otherwise applies [`missing`] with `why`.
+pub fn require_kvm_guest(extra: &[(&'static str, bool)], why: &str) -> bool {
+    let tool = |name: &str| Command::new(name).arg("--version").output().is_ok();
+    let absent: Vec<&str> = [
+        ("/dev/kvm", Path::new("/dev/kvm").exists()),
+        ("qemu-system-x86_64", tool("qemu-system-x86_64")),
+        ("uftrace", tool("uftrace")),
+    ]
+    .into_iter()
+    .chain(extra.iter().copied())
+    .filter(|(_, ok)| !ok)
+    .map(|(n, _)| n)
+    .collect();
+    if !absent.is_empty() {
+        missing(&format!("{absent:?}"), why);
+    }
+    absent.is_empty()
+}
+
+/// tracefs is there and writable (root): what `vftrace kvm` needs.
+pub fn tracefs_usable() -> bool {
+    let root = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false);
+    root && (Path::new("/sys/kernel/tracing/instances").exists()
+        || Path::new("/sys/kernel/debug/tracing/instances").exists())
+}
+
 /// Runs a command, failing the test with its output if it does not succeed.
 pub fn run(cmd: &mut Command) -> Output {
     let out = cmd

@@ -40,6 +40,7 @@ fn parse_cmdline(cmdline: &'static str) -> Result<Options, &'static str> {
             "fib" => options.sizes.fib_n = number()?.min(40),
             "sort" => options.sizes.sort_log2 = number()?.min(MAX_SORT_LOG2),
             "helpers" => options.sizes.helper_rounds = number()?,
+            "spin" => options.sizes.spin_rounds = number()?,
             "crash" | "hang" => options.failure = Some(key),
             _ => return Err(word),
         }
@@ -59,7 +60,7 @@ extern "C" fn guest_main(info: &'static BootInfo) -> ! {
     let options = match parse_cmdline(info.cmdline()) {
         Ok(o) => o,
         Err(word) => {
-            println!("unikernel: unknown command line word {word:?} (known: fib=N sort=LOG2 helpers=N crash hang)");
+            println!("unikernel: unknown command line word {word:?} (known: fib=N sort=LOG2 helpers=N spin=N crash hang)");
             exit(ExitCode::BadCommandLine)
         }
     };
@@ -92,12 +93,23 @@ extern "C" fn guest_main(info: &'static BootInfo) -> ! {
     markers.mark(Phase::HelpersStart);
     let mixed = workload::helpers(black_box(sizes.helper_rounds));
     markers.mark(Phase::HelpersEnd);
+
+    // Only when asked for: runs without it stay exactly as they were.
+    let spun = (sizes.spin_rounds > 0).then(|| {
+        markers.mark(Phase::SpinStart);
+        let spun = workload::spin(black_box(sizes.spin_rounds));
+        markers.mark(Phase::SpinEnd);
+        spun
+    });
     vftrace::disable();
 
     println!(
         "unikernel: fib({}) = {fib}, sorted 2^{} numbers: {sorted}, helpers({}) = {mixed:#x}",
         sizes.fib_n, sizes.sort_log2, sizes.helper_rounds
     );
+    if let Some(spun) = spun {
+        println!("unikernel: spin({}) = {spun:#x}", sizes.spin_rounds);
+    }
     match options.failure {
         Some("crash") => {
             println!("unikernel: crashing on purpose (ud2)");

@@ -23,6 +23,8 @@ pub enum Phase {
     HelpersEnd = 7,
     StreamStart = 8,
     StreamEnd = 9,
+    SpinStart = 10,
+    SpinEnd = 11,
 }
 
 pub struct Markers {

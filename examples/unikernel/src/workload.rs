@@ -4,6 +4,10 @@
 //! - `fib(n)` is called `2 * F(n + 1) - 1` times.
 //! - `merge_sort` on `2^k` elements: `merge_sort` `2^(k+1) - 1` times, `merge` `2^k - 1` times.
 //! - `helpers(r)`: `helper_outer` r times, `helper_middle` 2r times, `helper_leaf` 6r times.
+//! - `spin(r)`: `spin_round` r times, each calling `spin_alpha`, `spin_beta` (which calls
+//!   `spin_gamma`) and `spin_delta` once. Unlike the others, every call runs for tens of
+//!   microseconds, so that tracing costs nothing noticeable and a sampling profiler's share of
+//!   samples per function can be compared with the trace's inclusive times.
 //!
 //! Every function is `#[inline(never)]` and results pass through `black_box`, so the optimiser
 //! keeps the call tree: no tail calls, no recursion turned into loops.
@@ -16,6 +20,8 @@ pub struct Sizes {
     pub fib_n: u32,
     pub sort_log2: u32,
     pub helper_rounds: u32,
+    /// Rounds of the long-running `spin` phase (0: none).
+    pub spin_rounds: u32,
 }
 
 impl Default for Sizes {
@@ -24,6 +30,7 @@ impl Default for Sizes {
             fib_n: 22,
             sort_log2: 12,
             helper_rounds: 1000,
+            spin_rounds: 0,
         }
     }
 }
@@ -109,6 +116,54 @@ pub fn helpers(rounds: u32) -> u64 {
     let mut acc = 0;
     for i in 0..rounds {
         acc ^= black_box(helper_outer(i as u64));
+    }
+    acc
+}
+
+/// Iterations of one spin unit: about 25 us of native work.
+const SPIN_UNIT: u32 = 25_000;
+
+/// `units` units of arithmetic the optimiser cannot remove. Inlined, so the time counts as the
+/// caller's own.
+#[inline(always)]
+fn burn(mut acc: u64, units: u32) -> u64 {
+    for i in 0..units * SPIN_UNIT {
+        acc = black_box(acc.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(i as u64));
+    }
+    acc
+}
+
+#[inline(never)]
+pub fn spin_alpha(x: u64) -> u64 {
+    burn(x, 2)
+}
+
+#[inline(never)]
+pub fn spin_gamma(x: u64) -> u64 {
+    burn(x, 3)
+}
+
+#[inline(never)]
+pub fn spin_beta(x: u64) -> u64 {
+    let own = burn(x, 1);
+    black_box(spin_gamma(own))
+}
+
+#[inline(never)]
+pub fn spin_delta(x: u64) -> u64 {
+    burn(x, 1)
+}
+
+#[inline(never)]
+pub fn spin_round(x: u64) -> u64 {
+    black_box(spin_alpha(x)) ^ black_box(spin_beta(x)) ^ black_box(spin_delta(x))
+}
+
+#[inline(never)]
+pub fn spin(rounds: u32) -> u64 {
+    let mut acc = 0;
+    for i in 0..rounds {
+        acc ^= black_box(spin_round(i as u64));
     }
     acc
 }

@@ -30,6 +30,10 @@ enum Command {
     Demo(cmd::demo::Args),
     /// Run an unmodified instrumented program and record its trace (the whole process family).
     Record(cmd::record::Args),
+    /// Sample a running guest's vCPU stacks through its VMM's gdb stub: folded stacks, flame graph.
+    Profile(cmd::profile::Args),
+    /// Profile the example unikernel from the host while it traces itself; compare and merge both.
+    DemoProfile(cmd::demo_profile::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -43,6 +47,8 @@ fn main() -> std::process::ExitCode {
         Command::Sym(a) => cmd::sym::run(a),
         Command::Capture(a) => cmd::capture::run(a),
         Command::Demo(a) => cmd::demo::run(a),
+        Command::Profile(a) => cmd::profile::run(a),
+        Command::DemoProfile(a) => cmd::demo_profile::run(a),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -15,25 +15,7 @@ fn available() -> bool {
 /// True when /dev/kvm, QEMU, uftrace and `extra` are there. In CI (CI=true) a missing one fails
 /// the test; elsewhere the test is skipped with a loud message.
 fn require(extra: &[(&'static str, bool)]) -> bool {
-    let tool = |name: &str| Command::new(name).arg("--version").output().is_ok();
-    let missing: Vec<&str> = [
-        ("/dev/kvm", Path::new("/dev/kvm").exists()),
-        ("qemu-system-x86_64", tool("qemu-system-x86_64")),
-        ("uftrace", tool("uftrace")),
-    ]
-    .into_iter()
-    .chain(extra.iter().copied())
-    .filter(|(_, ok)| !ok)
-    .map(|(n, _)| n)
-    .collect();
-    if missing.is_empty() {
-        return true;
-    }
-    vftrace_testsupport::missing(
-        &format!("{missing:?}"),
-        "the unikernel tests boot a guest under KVM",
-    );
-    false
+    vftrace_testsupport::require_kvm_guest(extra, "the unikernel tests boot a guest under KVM")
 }
 
 fn scratch(name: &str) -> PathBuf {
@@ -132,23 +114,7 @@ fn guest_trace_replays_with_exact_call_counts() {
     let _ = std::fs::remove_dir_all(out.parent().unwrap());
 }
 
-/// tracefs is there and writable (root): what `vftrace kvm` needs.
-fn tracefs_usable() -> bool {
-    let root = is_root();
-    root && (Path::new("/sys/kernel/tracing/instances").exists()
-        || Path::new("/sys/kernel/debug/tracing/instances").exists())
-}
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(1) == Some("0"))
-        })
-        .unwrap_or(false)
-}
+use vftrace_testsupport::tracefs_usable;
 
 /// Numbers after "min", "median", "max" in the demo's residual line, in microseconds.
 fn residuals_us(stdout: &str) -> (f64, f64, f64, usize) {

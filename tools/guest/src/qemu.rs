@@ -145,6 +145,11 @@ impl GuestSession {
         argv
     }
 
+    /// The guest's RAM file while QEMU runs (a sampling profiler reads stacks from it).
+    pub fn ram_path(&self) -> &Path {
+        &self.ram
+    }
+
     /// Reads what the run left (serial log, stream) after QEMU ended with `status`.
     pub fn collect(
         &self,

@@ -12,6 +12,7 @@
 pub mod capture;
 pub mod clock;
 mod event_text;
+pub mod process;
 mod record;
 mod trace_line;
 pub mod tracefs;

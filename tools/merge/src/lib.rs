@@ -8,7 +8,8 @@
 //!   process with one track per host thread (the vCPU threads), pio/mmio/exits and TSC offset
 //!   changes as instants, markers named `marker`;
 //! - host program traces: vftrace traces (`vftrace.clock`, `source=host`) or plain uftrace
-//!   traces on CLOCK_MONOTONIC (placed with the capture's clock pairs): "host: COMM PID".
+//!   traces on CLOCK_MONOTONIC (placed with the capture's clock pairs): "host: COMM PID";
+//! - stack samples from `vftrace profile` ([`profile_samples`]): a track per sampled vCPU.
 //!
 //! The guest TSC is mapped to the host TSC by the model [`align::choose_alignment`] picks
 //! (KVM's offsets, identity as under PVM, or an offset estimated from markers); see
@@ -32,6 +33,7 @@ use vftrace_kvm::{Capture, CaptureError, KvmEvent, KvmEventKind};
 pub mod align;
 pub mod clocks;
 pub mod guest_markers;
+pub mod profile_samples;
 
 use align::{choose_alignment, AlignmentInput, ClockModel};
 pub use align::{
@@ -58,6 +60,8 @@ pub struct MergeOptions {
     pub kvm: Option<PathBuf>,
     /// Host program traces (vftrace or uftrace directories).
     pub hosts: Vec<PathBuf>,
+    /// Stack samples of `vftrace profile` (its `vftrace.samples`, or the profile directory).
+    pub profile: Option<PathBuf>,
     /// Port the guest writes marker values to (its high half, if any, to port + 4).
     pub marker_port: u16,
     /// TSC frequency override (Hz).
@@ -80,6 +84,7 @@ impl Default for MergeOptions {
             guest: None,
             kvm: None,
             hosts: Vec::new(),
+            profile: None,
             marker_port: DEFAULT_MARKER_PORT,
             tsc_hz: None,
             max_marker_latency_ns: DEFAULT_MAX_MARKER_LATENCY_NS,
@@ -92,7 +97,7 @@ impl Default for MergeOptions {
 /// Why a merge could not be done.
 #[derive(Debug, thiserror::Error)]
 pub enum MergeError {
-    #[error("nothing to merge: give a guest trace, a KVM capture or host traces")]
+    #[error("nothing to merge: give a guest trace, a KVM capture, host traces or profile samples")]
     NoInput,
     #[error(transparent)]
     Capture(#[from] CaptureError),
@@ -224,6 +229,7 @@ pub struct MergeReport {
     pub kvm_events: u64,
     pub kvm_lost_events: u64,
     pub host_traces: Vec<HostTraceReport>,
+    pub profile: Option<profile_samples::ProfileTracks>,
     /// Things the user should know (frequency from this machine, repaired records...).
     pub warnings: Vec<String>,
     /// Input data that could not be read completely (what came before was kept). A command
@@ -262,6 +268,15 @@ impl fmt::Display for MergeReport {
                 h.functions,
                 h.processes.join(", "),
                 h.clock
+            )?;
+        }
+        if let Some(p) = &self.profile {
+            writeln!(
+                f,
+                "profile:   {}: {} samples on {} vCPU track(s)",
+                p.path.display(),
+                p.samples,
+                p.vcpus
             )?;
         }
         writeln!(
@@ -344,7 +359,8 @@ impl fmt::Display for MergeReport {
 /// are errors before anything is written. A record file that turns out corrupt part-way is
 /// kept up to the bad record and reported in [`MergeReport::data_errors`].
 pub fn merge(opts: &MergeOptions, sink: &mut dyn TimelineSink) -> Result<MergeReport, MergeError> {
-    if opts.guest.is_none() && opts.kvm.is_none() && opts.hosts.is_empty() {
+    if opts.guest.is_none() && opts.kvm.is_none() && opts.hosts.is_empty() && opts.profile.is_none()
+    {
         return Err(MergeError::NoInput);
     }
     let mut warnings = Vec::new();
@@ -467,6 +483,7 @@ pub fn merge(opts: &MergeOptions, sink: &mut dyn TimelineSink) -> Result<MergeRe
         kvm_events: capture.events.len() as u64,
         kvm_lost_events: capture.lost_events,
         host_traces: Vec::new(),
+        profile: None,
         warnings,
         data_errors: Vec::new(),
     };
@@ -503,6 +520,14 @@ pub fn merge(opts: &MergeOptions, sink: &mut dyn TimelineSink) -> Result<MergeRe
     }
     for dir in &hosts {
         emit_host(dir, &host_clock, sink, &mut report)?;
+    }
+    if let Some(path) = &opts.profile {
+        report.profile = Some(profile_samples::emit_profile(
+            path,
+            &host_clock,
+            sink,
+            &mut report.data_errors,
+        )?);
     }
     sink.finish()?;
     Ok(report)

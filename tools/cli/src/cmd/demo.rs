@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use vftrace_guest::qemu::SUCCESS_STATUS;
-use vftrace_guest::{capture, CaptureOptions, CaptureReport, GuestRun, GuestSession};
+use vftrace_guest::{capture, CaptureOptions, CaptureReport, GuestOutcome, GuestRun, GuestSession};
 use vftrace_kvm::{KvmEventKind, RecordOptions};
-use vftrace_merge::{merge, MergeOptions, DEFAULT_MARKER_PORT};
+use vftrace_merge::{merge, MergeOptions, MergeReport, DEFAULT_MARKER_PORT};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -110,39 +110,19 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let outcome = session.collect(status, wall)?;
     drop(session);
     print!("{}", outcome.serial);
-    if outcome.status != Some(SUCCESS_STATUS) {
-        bail!("the guest {}; see its output above", outcome.describe());
-    }
-    let Some(stream) = outcome.stream else {
-        bail!("the guest exited without announcing its trace stream")
-    };
-
     let tsc_hz = match host_tsc_hz {
         Some(hz) => hz,
-        None => vftrace_kvm::clock::calibrate_tsc_hz(Duration::from_millis(100))
-            .context("cannot measure the host TSC frequency against CLOCK_MONOTONIC")?,
+        None => host_tsc_hz_now()?,
     };
     let started = Instant::now();
-    let report = capture(
-        stream.as_slice(),
-        &guest_dir,
-        &CaptureOptions {
-            elf: Some(&elf),
-            tsc_hz: Some(tsc_hz),
-            ..Default::default()
-        },
-    )?;
+    let report = capture_guest(&outcome, &elf, &guest_dir, tsc_hz)?;
     let capture_time = started.elapsed();
-    super::capture::print_summary(&report, &guest_dir.display().to_string());
     println!(
         "guest: boot to exit {:.1} ms (QEMU wall time), trace stream {} bytes, captured in {:.1} ms",
         outcome.wall.as_secs_f64() * 1e3,
-        stream.len(),
+        outcome.stream.as_ref().map_or(0, Vec::len),
         capture_time.as_secs_f64() * 1e3
     );
-    if let Some(e) = &report.error {
-        bail!("the guest's trace stream is damaged: {e}");
-    }
     if args.no_kvm {
         println!("look at it: uftrace replay -d {}", guest_dir.display());
         return Ok(());
@@ -176,6 +156,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         timeline.display(),
         guest_dir.display()
     );
+    all_inputs_read(&merged)
+}
+
+/// An error if the merge could not read an input to its end.
+pub(crate) fn all_inputs_read(merged: &MergeReport) -> anyhow::Result<()> {
     if !merged.data_errors.is_empty() {
         bail!(
             "{} input(s) could not be read to the end: {:?}",
@@ -186,10 +171,43 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The host's TSC frequency, measured against CLOCK_MONOTONIC for 100 ms.
+pub(crate) fn host_tsc_hz_now() -> anyhow::Result<f64> {
+    vftrace_kvm::clock::calibrate_tsc_hz(Duration::from_millis(100))
+        .context("cannot measure the host TSC frequency against CLOCK_MONOTONIC")
+}
+
+/// Captures the trace stream of a guest that ended well into `dir`, names from `elf`, and
+/// prints the summary; fails if the guest failed or its stream is damaged.
+pub(crate) fn capture_guest(
+    outcome: &GuestOutcome,
+    elf: &Path,
+    dir: &Path,
+    tsc_hz: f64,
+) -> anyhow::Result<CaptureReport> {
+    if outcome.status != Some(SUCCESS_STATUS) {
+        bail!("the guest {}; see its output above", outcome.describe());
+    }
+    let Some(stream) = &outcome.stream else {
+        bail!("the guest exited without announcing its trace stream")
+    };
+    let options = CaptureOptions {
+        elf: Some(elf),
+        tsc_hz: Some(tsc_hz),
+        stream_file: None,
+    };
+    let report = capture(stream.as_slice(), dir, &options)?;
+    super::capture::print_summary(&report, &dir.display().to_string());
+    if let Some(e) = &report.error {
+        bail!("the guest's trace stream is damaged: {e}");
+    }
+    Ok(report)
+}
+
 /// Writes the events of this guest's vCPU threads only: tracefs records every VM on the host,
 /// and another VM writing to the marker port would spoil the alignment. The vCPU threads are
 /// those whose `kvm_pio` carried one of the guest's marker values.
-fn keep_this_vm(all: &Path, out: &Path, report: &CaptureReport) -> anyhow::Result<()> {
+pub(crate) fn keep_this_vm(all: &Path, out: &Path, report: &CaptureReport) -> anyhow::Result<()> {
     let mut capture = vftrace_kvm::read_capture(all)?;
     let values: std::collections::HashSet<u64> =
         report.markers.iter().map(|m| m.value as u64).collect();

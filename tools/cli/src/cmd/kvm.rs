@@ -4,6 +4,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 use vftrace_kvm::{record, RecordOptions, StopReason, DEFAULT_EVENTS};
 
+use super::parse_seconds;
+
 #[derive(clap::Args)]
 #[command(after_help = "Examples:\n  \
     vftrace kvm -o host.kvm -- qemu-system-x86_64 -accel kvm ...\n  \
@@ -30,13 +32,6 @@ pub struct Args {
     /// Command to run while recording.
     #[arg(last = true)]
     command: Vec<String>,
-}
-
-fn parse_seconds(text: &str) -> Result<Duration, String> {
-    let seconds: f64 = text
-        .parse()
-        .map_err(|_| format!("`{text}` is not a number of seconds"))?;
-    Duration::try_from_secs_f64(seconds).map_err(|e| format!("`{text}`: {e}"))
 }
 
 pub fn run(args: Args) -> Result<()> {

@@ -15,6 +15,9 @@ pub struct Args {
     /// Host program trace directory (vftrace, or uftrace on its default CLOCK_MONOTONIC); repeatable.
     #[arg(long = "host")]
     pub hosts: Vec<PathBuf>,
+    /// Stack samples of `vftrace profile` (its output directory or vftrace.samples).
+    #[arg(long)]
+    pub profile: Option<PathBuf>,
     /// I/O port the guest writes the low 32 bits of its TSC to (high 32 bits optionally to port + 4).
     #[arg(long, default_value_t = DEFAULT_MARKER_PORT, value_parser = parse_port)]
     pub marker_port: u16,
@@ -71,6 +74,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         guest: args.guest,
         kvm: args.kvm,
         hosts: args.hosts,
+        profile: args.profile,
         marker_port: args.marker_port,
         tsc_hz: args.tsc_hz,
         max_marker_latency_ns: args.max_marker_latency_us * 1e3,
