@@ -157,6 +157,10 @@ unsafe fn entry_slow(st: *mut ThreadState, slot: *mut usize, func: usize) {
         // SAFETY: a registered state of this thread.
         p => unsafe { &mut *(p as *mut ThreadState) },
     };
+    if st.gate == usize::MAX {
+        // The backend's own callbacks (they may be instrumented): not the program's calls.
+        return;
+    }
     if st.gate > GATE_SLOW && !busy_is_stale(g, st, st.gate, s) {
         // A signal handler interrupted the backend: not traced, but counted.
         let n = st.signal_skipped.load(Relaxed);

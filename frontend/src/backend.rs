@@ -4,7 +4,7 @@
 //! these symbols.
 use core::fmt;
 
-pub use vftrace_format::abi::{action, Config, FilterRange, Platform, ThreadInfo};
+pub use vftrace_format::abi::{Config, Platform, ThreadInfo};
 
 pub(crate) mod ffi {
     use vftrace_format::abi::{Config, Platform};
@@ -135,7 +135,8 @@ pub(crate) fn set_session(ticket: u64) {
     unsafe { ffi::vftrace_backend_set_session(ticket) }
 }
 
-/// The calling thread ends (the platform's TLS destructor).
+/// The calling thread ends (the platform's TLS destructor; Hermit has none).
+#[cfg_attr(target_os = "hermit", allow(dead_code))]
 pub(crate) fn thread_exit() {
     // SAFETY: called on the ending thread, outside the backend.
     unsafe { ffi::vftrace_backend_thread_exit() }

@@ -2,7 +2,7 @@
 //! become address ranges of this process's functions, matched against each function's name as
 //! uftrace shows it (Rust names demangled without hashes, C++ names demangled), in the
 //! executable and every library loaded when tracing starts.
-use crate::backend::{action, Config, FilterRange};
+use vftrace_format::abi::{action, Config, FilterRange};
 use regex::RegexSet;
 use std::ffi::CStr;
 use std::path::PathBuf;

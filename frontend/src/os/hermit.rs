@@ -32,10 +32,10 @@ extern "C" fn thread_info(out: *mut ThreadInfo) {
     // SAFETY: sys_gettid reads the current task's id without locks or stack switches.
     let tid = unsafe { sys_gettid() };
     let tid = u64::try_from(tid).unwrap_or(u64::MAX);
-    // SAFETY: the backend passes a valid out-pointer. One image, one "process": pid 1.
+    // SAFETY: the backend passes a valid out-pointer. One image, one process.
     unsafe {
         *out = ThreadInfo {
-            pid: 1,
+            pid: std::process::id(),
             tid,
             stack_lo: 0,
             stack_hi: 0,

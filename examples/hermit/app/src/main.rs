@@ -220,11 +220,8 @@ fn start_tracing(wanted: bool) {
 fn finish_tracing(dir: &str) {
     match vftrace::dump(dir) {
         Ok(summary) => println!(
-            "vftrace: wrote {dir}: {} tasks, {} records, {} lost, {} unhooked, TSC {:.1} MHz",
-            summary.threads,
-            summary.records,
-            summary.lost,
-            summary.unhooked,
+            "vftrace: wrote {dir}: {}, TSC {:.1} MHz",
+            summary.describe(),
             summary.tsc_hz / 1e6
         ),
         Err(error) => {
