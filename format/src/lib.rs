@@ -5,7 +5,8 @@
 //!
 //! - [`info`]: the `info` file (binary header + text sections), [`task`]: `task.txt`,
 //!   [`maps`]: `sid-SID.map`, [`sym`]: `basename.sym` files and uftrace-style demangling,
-//!   [`clock`]: `vftrace.clock` (ns <-> TSC), [`reader`]: fast `TID.dat` reading.
+//!   [`clock`]: `vftrace.clock` (ns <-> TSC), [`reader`]: fast `TID.dat` reading,
+//!   [`balance`]: properly nested calls out of damaged records.
 //! - [`dir`]: [`dir::TraceDirWriter`] writes a directory uftrace 0.13 reads;
 //!   [`dir::TraceDir`] opens one (ours or uftrace's) and gives records and a
 //!   [`symbolizer::Symbolizer`].
@@ -18,6 +19,8 @@
 pub mod record;
 pub mod stats;
 
+#[cfg(feature = "std")]
+pub mod balance;
 #[cfg(feature = "std")]
 pub mod clock;
 #[cfg(feature = "std")]
