@@ -7,10 +7,11 @@
 use std::io;
 use std::path::Path;
 
+use rustc_hash::FxHashMap;
 use vftrace_format::dir::TraceDir;
 use vftrace_format::reader::BATCH_MAX;
 use vftrace_format::record::{Record, RecordType, RECORD_SIZE};
-use vftrace_format::symbolizer::NameCache;
+use vftrace_format::symbolizer::Symbolizer;
 use vftrace_format::task::TaskLine;
 use vftrace_format::FormatError;
 
@@ -67,6 +68,63 @@ impl From<io::Error> for ConvertError {
 
 /// Records decoded between two progress reports.
 const PROGRESS_EVERY: u64 = 1 << 20;
+
+/// Distinct addresses whose names are remembered before the cache starts over, so a hostile
+/// trace with endless distinct addresses cannot grow memory without bound.
+const MAX_CACHED_NAMES: usize = 1 << 18;
+
+/// Slots of the direct-mapped cache in front of [`NameCache`]'s hash map (a power of two).
+const NAME_SLOTS: usize = 256;
+
+/// Function names by address: a symbol lookup (binary searches) once per address, not per call,
+/// and for the addresses called most, not even a hash lookup.
+struct NameCache<'s> {
+    symbolizer: &'s Symbolizer,
+    /// (address, index in `names`) by a hash of the address; `u32::MAX` marks an empty slot.
+    slots: Box<[(u64, u32); NAME_SLOTS]>,
+    index: FxHashMap<u64, u32>,
+    names: Vec<Box<str>>,
+}
+
+impl<'s> NameCache<'s> {
+    fn new(symbolizer: &'s Symbolizer) -> Self {
+        NameCache {
+            symbolizer,
+            slots: Box::new([(0, u32::MAX); NAME_SLOTS]),
+            index: FxHashMap::default(),
+            names: Vec::new(),
+        }
+    }
+
+    #[inline]
+    fn get(&mut self, addr: u64) -> &str {
+        // Fibonacci hashing: the top bits of the product mix all bits of the address.
+        let slot = (addr.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - NAME_SLOTS.ilog2())) as usize;
+        let (cached_addr, i) = self.slots[slot];
+        if cached_addr == addr && i != u32::MAX {
+            return &self.names[i as usize];
+        }
+        let i = self.lookup(addr);
+        self.slots[slot] = (addr, i);
+        &self.names[i as usize]
+    }
+
+    #[cold]
+    fn lookup(&mut self, addr: u64) -> u32 {
+        if let Some(&i) = self.index.get(&addr) {
+            return i;
+        }
+        if self.names.len() >= MAX_CACHED_NAMES {
+            self.index.clear();
+            self.names.clear();
+            self.slots.fill((0, u32::MAX));
+        }
+        let i = self.names.len() as u32;
+        self.names.push(self.symbolizer.name_or_hex(addr).into());
+        self.index.insert(addr, i);
+        i
+    }
+}
 
 /// Adds the records of one batch to the thread's timeline.
 #[inline]
