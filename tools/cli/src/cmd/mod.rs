@@ -2,8 +2,12 @@
 pub mod capture;
 pub mod convert;
 pub mod demo;
+pub mod flame;
+pub mod info;
 pub mod kvm;
 pub mod merge;
+pub mod replay;
+pub mod report;
 pub mod sym;
 
 /// A number as users type addresses and ports: decimal, or hex with 0x.

@@ -1,0 +1,77 @@
+//! `vftrace replay`: the call tree with durations, as `uftrace replay` shows it.
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+
+use anyhow::Context;
+use vftrace_report::replay::{replay, NamePattern, ReplayOptions};
+use vftrace_report::time::parse_duration;
+use vftrace_report::{unless_closed_pipe, Color, ViewError};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The trace directory (written by vftrace or `uftrace record`).
+    #[arg(default_value = "uftrace.data")]
+    pub dir: PathBuf,
+    /// Show calls nested at most DEPTH deep (from the root, or from a -F function).
+    #[arg(short = 'D', long, value_name = "DEPTH")]
+    pub depth: Option<u32>,
+    /// Only these functions and what they call (exact name, or a regex; repeatable).
+    #[arg(short = 'F', long = "filter", value_name = "FUNC")]
+    pub filter: Vec<String>,
+    /// Not these functions nor what they call (exact name, or a regex; repeatable).
+    #[arg(short = 'N', long = "notrace", value_name = "FUNC")]
+    pub notrace: Vec<String>,
+    /// Hide calls shorter than TIME (e.g. 500ns, 10us, 1.5ms; no unit means ns).
+    #[arg(short = 't', long = "time-filter", value_name = "TIME", value_parser = parse_duration)]
+    pub time_filter: Option<u64>,
+    /// Only these threads (comma separated).
+    #[arg(long, value_delimiter = ',')]
+    pub tid: Option<Vec<u32>>,
+    /// One thread after another instead of interleaved in time order.
+    #[arg(long)]
+    pub per_thread: bool,
+    /// Colour: auto (on a terminal), always, never.
+    #[arg(long, default_value = "auto", value_parser = Color::parse)]
+    pub color: Color,
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let patterns = |list: &[String]| -> anyhow::Result<Vec<NamePattern>> {
+        Ok(list
+            .iter()
+            .map(|p| NamePattern::new(p))
+            .collect::<Result<_, _>>()?)
+    };
+    let stdout = std::io::stdout();
+    let opts = ReplayOptions {
+        depth: args.depth,
+        filters: patterns(&args.filter)?,
+        notrace: patterns(&args.notrace)?,
+        time_filter: args.time_filter.unwrap_or(0),
+        tids: args.tid,
+        per_thread: args.per_thread,
+        color: args.color.enabled(stdout.is_terminal()),
+    };
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
+    let result = replay(&args.dir, &opts, &mut out).and_then(|summary| {
+        out.flush()
+            .map_err(|e| ViewError::output("standard output", e))?;
+        Ok(summary)
+    });
+    let Some(summary) = unless_closed_pipe(result)
+        .with_context(|| format!("replaying {}", args.dir.display()))?
+    else {
+        return Ok(());
+    };
+    for tid in &summary.missing_threads {
+        eprintln!("vftrace: warning: thread {tid} is listed in info but has no data file; skipped");
+    }
+    if summary.repairs.unbalanced() {
+        let r = &summary.repairs;
+        eprintln!(
+            "vftrace: note: repaired unbalanced records: {} exits without entry skipped, {} calls closed at a shallower record",
+            r.unmatched_exits, r.closed_by_depth
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,247 @@
+//! One thread's records as balanced calls, read block by block.
+//!
+//! [`ThreadCalls`] reads `TID.dat` with the format crate's [`RecordReader`] and repairs it with
+//! its [`CallBalancer`] (the converter does the same): every exit it yields closes the call
+//! its entry opened, and every call's total and child time are known at its exit, as uftrace
+//! computes them (`fstack_account_time`). Memory: one block of records and the open calls.
+
+use std::fs::File;
+use std::io::BufReader;
+
+use vftrace_format::balance::{CallBalancer, Repairs, Then};
+use vftrace_format::dir::TraceDir;
+use vftrace_format::reader::{RecordReader, BATCH_MAX};
+use vftrace_format::record::Record;
+use vftrace_format::FormatError;
+
+/// An open call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Frame {
+    pub addr: u64,
+    /// Time of its entry.
+    pub begin: u64,
+    /// Total time of the calls it made that have ended.
+    pub child: u64,
+}
+
+/// A finished call, as its exit shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Call {
+    pub addr: u64,
+    pub begin: u64,
+    pub end: u64,
+    /// Total time of the calls it made, never more than its own total.
+    pub child: u64,
+}
+
+impl Call {
+    pub fn total(&self) -> u64 {
+        self.end - self.begin
+    }
+    /// Total minus the time of its callees (uftrace's self time).
+    pub fn self_time(&self) -> u64 {
+        self.total() - self.child
+    }
+}
+
+/// What happened next on the thread.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CallEvent {
+    /// A call of `addr` began (it is now the top of [`ThreadCalls::frames`]).
+    Enter { time: u64, addr: u64 },
+    /// The innermost open call ended.
+    Exit(Call),
+    /// `count` records were lost here.
+    Lost { time: u64, count: u64 },
+    /// Event `id` happened here.
+    Event { time: u64, id: u64 },
+}
+
+impl CallEvent {
+    pub fn time(&self) -> u64 {
+        match *self {
+            CallEvent::Enter { time, .. }
+            | CallEvent::Lost { time, .. }
+            | CallEvent::Event { time, .. } => time,
+            CallEvent::Exit(call) => call.end,
+        }
+    }
+}
+
+/// What to do at the end of the thread with calls that never exited.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AtEnd {
+    /// Close them at the thread's last record time, as uftrace `report` counts them.
+    Close,
+    /// Leave them in [`ThreadCalls::frames`], as uftrace `replay` lists them at the end.
+    Keep,
+}
+
+/// The balanced calls of one thread, pulled one event at a time.
+pub struct ThreadCalls {
+    tid: u32,
+    reader: RecordReader<BufReader<File>>,
+    batch: Vec<Record>,
+    pos: usize,
+    balancer: CallBalancer,
+    frames: Vec<Frame>,
+    /// Missed exits still to be yielded before `then`, at `then_time`.
+    closing: usize,
+    then: Option<(Then, u64, u64)>,
+    /// An error met after the current batch; yielded once the batch is used up.
+    error: Option<FormatError>,
+    at_end: AtEnd,
+    ended: bool,
+    /// The thread's last record time, once it ended.
+    end_time: u64,
+    records: u64,
+}
+
+impl ThreadCalls {
+    /// Opens `TID.dat` of `trace`.
+    pub fn open(trace: &TraceDir, tid: u32, at_end: AtEnd) -> Result<Self, FormatError> {
+        Ok(ThreadCalls {
+            tid,
+            reader: trace.records(tid)?,
+            batch: Vec::with_capacity(BATCH_MAX),
+            pos: 0,
+            balancer: CallBalancer::default(),
+            frames: Vec::with_capacity(64),
+            closing: 0,
+            then: None,
+            error: None,
+            at_end,
+            ended: false,
+            end_time: 0,
+            records: 0,
+        })
+    }
+
+    pub fn tid(&self) -> u32 {
+        self.tid
+    }
+
+    /// The calls open now, outermost first.
+    pub fn frames(&self) -> &[Frame] {
+        &self.frames
+    }
+
+    /// Records read so far.
+    pub fn records(&self) -> u64 {
+        self.records
+    }
+
+    /// What had to be repaired so far.
+    pub fn repairs(&self) -> &Repairs {
+        &self.balancer.repairs
+    }
+
+    #[inline]
+    fn exit(&mut self, end: u64) -> CallEvent {
+        let frame = self.frames.pop().expect("the balancer only closes open calls");
+        // Times never go backwards (the balancer clamps them), so end >= begin.
+        let total = end - frame.begin;
+        let child = frame.child.min(total);
+        if let Some(parent) = self.frames.last_mut() {
+            parent.child += total;
+        }
+        CallEvent::Exit(Call {
+            addr: frame.addr,
+            begin: frame.begin,
+            end,
+            child,
+        })
+    }
+
+    #[inline]
+    fn apply(&mut self, then: Then, time: u64, addr: u64) -> Option<CallEvent> {
+        Some(match then {
+            Then::Enter => {
+                self.frames.push(Frame {
+                    addr,
+                    begin: time,
+                    child: 0,
+                });
+                CallEvent::Enter { time, addr }
+            }
+            Then::Exit => self.exit(time),
+            Then::Skip => return None,
+            Then::Lost { count } => CallEvent::Lost { time, count },
+            Then::Event { id } => CallEvent::Event { time, id },
+        })
+    }
+
+    /// The next event, `None` at the end of the thread. After an error (which names the file
+    /// and offset) nothing more is yielded.
+    #[inline]
+    pub fn next_event(&mut self) -> Result<Option<CallEvent>, FormatError> {
+        loop {
+            if self.closing > 0 {
+                self.closing -= 1;
+                let time = match self.then {
+                    Some((_, time, _)) => time,
+                    None => self.end_time,
+                };
+                return Ok(Some(self.exit(time)));
+            }
+            if let Some((then, time, addr)) = self.then.take() {
+                match self.apply(then, time, addr) {
+                    Some(e) => return Ok(Some(e)),
+                    None => continue,
+                }
+            }
+            if self.pos == self.batch.len() {
+                if !self.refill()? {
+                    return Ok(None);
+                }
+                continue;
+            }
+            let record = self.batch[self.pos];
+            self.pos += 1;
+            let step = self.balancer.step(&record);
+            if step.close_first > 0 {
+                self.closing = step.close_first;
+                self.then = Some((step.then, step.time, record.addr));
+                continue;
+            }
+            if let Some(e) = self.apply(step.then, step.time, record.addr) {
+                return Ok(Some(e));
+            }
+        }
+    }
+
+    /// Reads the next block; false at the end of the thread (after closing what `at_end` says).
+    #[cold]
+    fn refill(&mut self) -> Result<bool, FormatError> {
+        if let Some(e) = self.error.take() {
+            self.ended = true;
+            return Err(e);
+        }
+        if self.ended {
+            return Ok(false);
+        }
+        self.batch.clear();
+        self.pos = 0;
+        // Records before a bad one are used before its error is reported.
+        if let Err(e) = self.reader.read_batch(&mut self.batch) {
+            self.error = Some(e);
+        }
+        self.records += self.batch.len() as u64;
+        if !self.batch.is_empty() {
+            return Ok(true);
+        }
+        if let Some(e) = self.error.take() {
+            self.ended = true;
+            return Err(e);
+        }
+        self.ended = true;
+        let (last, open) = self.balancer.finish();
+        self.end_time = last;
+        if self.at_end == AtEnd::Close && open > 0 {
+            // Served by next_event, innermost first, at the thread's last record time.
+            self.closing = open;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+}
