@@ -245,3 +245,45 @@ impl ThreadCalls {
         Ok(false)
     }
 }
+
+/// What a view does with the calls of the threads it reads.
+pub trait CallVisitor {
+    /// A thread's calls begin.
+    fn thread_start(&mut self, _tid: u32) {}
+    fn event(&mut self, event: CallEvent);
+    /// A thread's calls ended; `calls` says what it read and repaired.
+    fn thread_end(&mut self, _calls: &ThreadCalls) {}
+}
+
+/// Records between two progress reports.
+const PROGRESS_EVERY: u64 = 1 << 20;
+
+/// Reads the threads `tids` of `trace` one after another, giving their calls to `visitor`.
+/// `progress(done, total)` gets the bytes of `.dat` read so far and in all.
+pub fn visit_threads(
+    trace: &TraceDir,
+    tids: &[u32],
+    at_end: AtEnd,
+    visitor: &mut impl CallVisitor,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<(), FormatError> {
+    let total: u64 = tids.iter().map(|&t| trace.record_count_hint(t) * 16).sum();
+    let mut done = 0;
+    progress(0, total);
+    for &tid in tids {
+        let mut calls = ThreadCalls::open(trace, tid, at_end)?;
+        visitor.thread_start(tid);
+        let mut events = 0u64;
+        while let Some(event) = calls.next_event()? {
+            visitor.event(event);
+            events += 1;
+            if events.is_multiple_of(PROGRESS_EVERY) {
+                progress(done + calls.records() * 16, total);
+            }
+        }
+        visitor.thread_end(&calls);
+        done += calls.records() * 16;
+        progress(done, total);
+    }
+    Ok(())
+}

@@ -14,9 +14,9 @@ use rustc_hash::FxHashMap;
 use vftrace_format::dir::TraceDir;
 use vftrace_format::FormatError;
 
-use crate::calls::{AtEnd, CallEvent, ThreadCalls};
+use crate::calls::{visit_threads, AtEnd, CallEvent, CallVisitor};
 use crate::functions::FunctionTable;
-use crate::stats::{threads_to_read, PROGRESS_EVERY};
+use crate::stats::threads_to_read;
 use crate::ViewError;
 
 /// Distinct call paths kept; deeper new paths beyond it are counted in their parent's frame.
@@ -50,6 +50,58 @@ struct Node {
     self_ns: u64,
 }
 
+/// The tree of distinct call paths and the self time at each.
+struct Folder<'s> {
+    functions: FunctionTable<'s>,
+    /// Node 0 is the root above every thread's outermost calls.
+    nodes: Vec<Node>,
+    children: FxHashMap<(u32, u32), u32>,
+    /// Node of each open call of the thread being read, above the root.
+    stack: Vec<u32>,
+    truncated: u64,
+}
+
+impl CallVisitor for Folder<'_> {
+    fn thread_start(&mut self, _tid: u32) {
+        self.stack.clear();
+        self.stack.push(0);
+    }
+
+    #[inline]
+    fn event(&mut self, event: CallEvent) {
+        match event {
+            CallEvent::Enter { addr, .. } => {
+                let fid = self.functions.id(addr);
+                let name = self.functions.function(fid).name;
+                let parent = *self.stack.last().expect("the root is never popped");
+                let node = match self.children.get(&(parent, name)) {
+                    Some(&n) => n,
+                    None if self.nodes.len() < MAX_STACKS => {
+                        let n = self.nodes.len() as u32;
+                        self.nodes.push(Node {
+                            parent,
+                            name,
+                            self_ns: 0,
+                        });
+                        self.children.insert((parent, name), n);
+                        n
+                    }
+                    None => {
+                        self.truncated += 1;
+                        parent
+                    }
+                };
+                self.stack.push(node);
+            }
+            CallEvent::Exit(call) => {
+                let node = self.stack.pop().expect("exits match entries");
+                self.nodes[node as usize].self_ns += call.self_time();
+            }
+            CallEvent::Lost { .. } | CallEvent::Event { .. } => {}
+        }
+    }
+}
+
 /// Folds the calls of the trace at `dir` (or of `tids` only).
 pub fn fold_trace(
     dir: &Path,
@@ -58,64 +110,25 @@ pub fn fold_trace(
 ) -> Result<Folded, ViewError> {
     let trace = TraceDir::open(dir)?;
     let symbolizer = trace.symbolizer()?;
-    let mut functions = FunctionTable::new(&symbolizer);
     let (tids, _missing) = threads_to_read(&trace, tids);
-    let total: u64 = tids.iter().map(|&t| trace.record_count_hint(t) * 16).sum();
-    // Node 0 is the root above every thread's outermost calls.
-    let mut nodes = vec![Node {
-        parent: 0,
-        name: u32::MAX,
-        self_ns: 0,
-    }];
-    let mut children: FxHashMap<(u32, u32), u32> = FxHashMap::default();
-    let mut truncated = 0u64;
-    let mut stack: Vec<u32> = Vec::with_capacity(64);
-    let mut done = 0;
-    progress(0, total);
-    for tid in tids {
-        let mut calls = ThreadCalls::open(&trace, tid, AtEnd::Close)?;
-        stack.clear();
-        stack.push(0);
-        let mut events = 0u64;
-        while let Some(event) = calls.next_event()? {
-            match event {
-                CallEvent::Enter { addr, .. } => {
-                    let fid = functions.id(addr);
-                    let name = functions.function(fid).name;
-                    let parent = *stack.last().expect("the root is never popped");
-                    let node = match children.get(&(parent, name)) {
-                        Some(&n) => n,
-                        None if nodes.len() < MAX_STACKS => {
-                            let n = nodes.len() as u32;
-                            nodes.push(Node {
-                                parent,
-                                name,
-                                self_ns: 0,
-                            });
-                            children.insert((parent, name), n);
-                            n
-                        }
-                        None => {
-                            truncated += 1;
-                            parent
-                        }
-                    };
-                    stack.push(node);
-                }
-                CallEvent::Exit(call) => {
-                    let node = stack.pop().expect("exits match entries");
-                    nodes[node as usize].self_ns += call.self_time();
-                }
-                CallEvent::Lost { .. } | CallEvent::Event { .. } => {}
-            }
-            events += 1;
-            if events % PROGRESS_EVERY == 0 {
-                progress(done + calls.records() * 16, total);
-            }
-        }
-        done += calls.records() * 16;
-        progress(done, total);
-    }
+    let mut folder = Folder {
+        functions: FunctionTable::new(&symbolizer),
+        nodes: vec![Node {
+            parent: 0,
+            name: u32::MAX,
+            self_ns: 0,
+        }],
+        children: FxHashMap::default(),
+        stack: Vec::with_capacity(64),
+        truncated: 0,
+    };
+    visit_threads(&trace, &tids, AtEnd::Close, &mut folder, progress)?;
+    let Folder {
+        functions,
+        nodes,
+        truncated,
+        ..
+    } = folder;
     let names = functions.names();
     let mut stacks = Vec::new();
     let mut path: Vec<&str> = Vec::new();

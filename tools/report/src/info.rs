@@ -12,8 +12,8 @@ use vftrace_format::info::{
 };
 use vftrace_format::task::Timestamp;
 
-use crate::calls::{AtEnd, CallEvent, ThreadCalls};
-use crate::stats::{task_name, threads_to_read, PROGRESS_EVERY};
+use crate::calls::{visit_threads, AtEnd, CallEvent, CallVisitor, ThreadCalls};
+use crate::stats::{task_name, threads_to_read};
 use crate::ViewError;
 
 /// What the data of one thread holds.
@@ -27,41 +27,47 @@ pub struct ThreadData {
     pub repairs: Repairs,
 }
 
-/// Reads every thread's records once (streaming) and sums them up.
+/// Sums up each thread's data.
+#[derive(Default)]
+struct Counter {
+    threads: Vec<ThreadData>,
+}
+
+impl CallVisitor for Counter {
+    fn thread_start(&mut self, tid: u32) {
+        self.threads.push(ThreadData {
+            tid,
+            ..ThreadData::default()
+        });
+    }
+
+    fn event(&mut self, event: CallEvent) {
+        let data = self.threads.last_mut().expect("inside a thread");
+        let time = event.time();
+        data.first_ns.get_or_insert(time);
+        data.last_ns = time;
+        if let CallEvent::Exit(_) = event {
+            data.calls += 1;
+        }
+    }
+
+    fn thread_end(&mut self, calls: &ThreadCalls) {
+        let data = self.threads.last_mut().expect("inside a thread");
+        data.records = calls.records();
+        data.repairs = *calls.repairs();
+    }
+}
+
+/// Reads every thread's records once (streaming) and sums them up; also returns the threads
+/// listed without a data file.
 pub fn thread_data(
     trace: &TraceDir,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<(Vec<ThreadData>, Vec<u32>), ViewError> {
     let (tids, missing) = threads_to_read(trace, None);
-    let total: u64 = tids.iter().map(|&t| trace.record_count_hint(t) * 16).sum();
-    let mut done = 0;
-    let mut out = Vec::new();
-    for tid in tids {
-        let mut calls = ThreadCalls::open(trace, tid, AtEnd::Keep)?;
-        let mut data = ThreadData {
-            tid,
-            ..ThreadData::default()
-        };
-        let mut events = 0u64;
-        while let Some(event) = calls.next_event()? {
-            let time = event.time();
-            data.first_ns.get_or_insert(time);
-            data.last_ns = time;
-            if let CallEvent::Exit(_) = event {
-                data.calls += 1;
-            }
-            events += 1;
-            if events % PROGRESS_EVERY == 0 {
-                progress(done + calls.records() * 16, total);
-            }
-        }
-        data.records = calls.records();
-        data.repairs = *calls.repairs();
-        done += data.records * 16;
-        progress(done, total);
-        out.push(data);
-    }
-    Ok((out, missing))
+    let mut counter = Counter::default();
+    visit_threads(trace, &tids, AtEnd::Keep, &mut counter, progress)?;
+    Ok((counter.threads, missing))
 }
 
 /// How uftrace words a wait(2) status.

@@ -256,8 +256,8 @@ pub fn write_thread_report(
 ) -> Result<(), ViewError> {
     let mut rows: Vec<&ThreadStats> = stats.threads.iter().filter(|t| t.calls > 0).collect();
     // uftrace keys tasks by the tid as text: ties go in that order.
-    rows.sort_by(|a, b| a.tid.to_string().cmp(&b.tid.to_string()));
-    rows.sort_by(|a, b| b.run_time.cmp(&a.run_time));
+    rows.sort_by_key(|t| t.tid.to_string());
+    rows.sort_by_key(|t| std::cmp::Reverse(t.run_time));
     let mut text = Vec::with_capacity(1024);
     write_header(
         &mut text,

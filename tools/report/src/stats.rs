@@ -11,7 +11,7 @@ use vftrace_format::balance::Repairs;
 use vftrace_format::dir::TraceDir;
 use vftrace_format::task::TaskLine;
 
-use crate::calls::{AtEnd, CallEvent, ThreadCalls};
+use crate::calls::{visit_threads, AtEnd, CallEvent, CallVisitor, ThreadCalls};
 use crate::functions::FunctionTable;
 use crate::ViewError;
 
@@ -120,9 +120,6 @@ struct Acc {
     open: u32,
 }
 
-/// Records between two progress reports.
-pub(crate) const PROGRESS_EVERY: u64 = 1 << 20;
-
 /// The task name uftrace gives `tid`: its process's program file name, cut to 15 bytes.
 pub fn task_name(trace: &TraceDir, tid: u32) -> String {
     let pid = match trace.task(tid) {
@@ -149,6 +146,62 @@ pub(crate) fn threads_to_read(trace: &TraceDir, only: Option<&[u32]>) -> (Vec<u3
         .partition(|&tid| trace.data_path(tid).is_file())
 }
 
+/// Adds up the calls of each thread.
+struct Adder<'t, 's> {
+    trace: &'t TraceDir,
+    functions: FunctionTable<'s>,
+    accs: Vec<Acc>,
+    /// Function ids of the open calls of the thread being read.
+    open_ids: Vec<u32>,
+    thread: ThreadStats,
+    stats: TraceStats,
+}
+
+impl CallVisitor for Adder<'_, '_> {
+    fn thread_start(&mut self, tid: u32) {
+        self.open_ids.clear();
+        self.thread = ThreadStats {
+            tid,
+            name: task_name(self.trace, tid),
+            ..ThreadStats::default()
+        };
+    }
+
+    #[inline]
+    fn event(&mut self, event: CallEvent) {
+        match event {
+            CallEvent::Enter { addr, .. } => {
+                let id = self.functions.id(addr) as usize;
+                if id == self.accs.len() {
+                    self.accs.push(Acc::default());
+                }
+                self.accs[id].open += 1;
+                self.open_ids.push(id as u32);
+            }
+            CallEvent::Exit(call) => {
+                let id = self.open_ids.pop().expect("exits match entries") as usize;
+                let acc = &mut self.accs[id];
+                acc.open -= 1;
+                let self_time = call.self_time();
+                acc.calls += 1;
+                acc.total.add(call.total(), acc.open > 0);
+                acc.self_time.add(self_time, false);
+                self.thread.calls += 1;
+                self.thread.run_time += self_time;
+            }
+            CallEvent::Lost { .. } | CallEvent::Event { .. } => {}
+        }
+    }
+
+    fn thread_end(&mut self, calls: &ThreadCalls) {
+        let mut thread = std::mem::take(&mut self.thread);
+        thread.records = calls.records();
+        self.stats.records += calls.records();
+        self.stats.repairs.add(calls.repairs());
+        self.stats.threads.push(thread);
+    }
+}
+
 /// Reads every thread of the trace at `dir` (or only `tids`) and adds up its calls.
 /// `progress(done, total)` gets the bytes of `.dat` read so far and in all.
 pub fn collect(
@@ -158,66 +211,27 @@ pub fn collect(
 ) -> Result<TraceStats, ViewError> {
     let trace = TraceDir::open(dir)?;
     let symbolizer = trace.symbolizer()?;
-    let mut functions = FunctionTable::new(&symbolizer);
-    let mut accs: Vec<Acc> = Vec::new();
     let (tids, missing_threads) = threads_to_read(&trace, tids);
-    let total_bytes: u64 = tids
-        .iter()
-        .map(|&t| trace.record_count_hint(t) * 16)
-        .sum();
-    let mut stats = TraceStats {
-        dir: dir.to_path_buf(),
-        cmdline: trace.info.cmdline.clone(),
-        missing_threads,
-        ..TraceStats::default()
+    let mut adder = Adder {
+        trace: &trace,
+        functions: FunctionTable::new(&symbolizer),
+        accs: Vec::new(),
+        open_ids: Vec::with_capacity(64),
+        thread: ThreadStats::default(),
+        stats: TraceStats {
+            dir: dir.to_path_buf(),
+            cmdline: trace.info.cmdline.clone(),
+            missing_threads,
+            ..TraceStats::default()
+        },
     };
-    let mut done_bytes = 0;
-    let mut open_ids: Vec<u32> = Vec::with_capacity(64);
-    progress(0, total_bytes);
-    for tid in tids {
-        let mut calls = ThreadCalls::open(&trace, tid, AtEnd::Close)?;
-        let mut thread = ThreadStats {
-            tid,
-            name: task_name(&trace, tid),
-            ..ThreadStats::default()
-        };
-        open_ids.clear();
-        let mut events = 0u64;
-        while let Some(event) = calls.next_event()? {
-            match event {
-                CallEvent::Enter { addr, .. } => {
-                    let id = functions.id(addr) as usize;
-                    if id == accs.len() {
-                        accs.push(Acc::default());
-                    }
-                    accs[id].open += 1;
-                    open_ids.push(id as u32);
-                }
-                CallEvent::Exit(call) => {
-                    let id = open_ids.pop().expect("exits match entries") as usize;
-                    let acc = &mut accs[id];
-                    acc.open -= 1;
-                    let self_time = call.self_time();
-                    acc.calls += 1;
-                    acc.total.add(call.total(), acc.open > 0);
-                    acc.self_time.add(self_time, false);
-                    thread.calls += 1;
-                    thread.run_time += self_time;
-                }
-                CallEvent::Lost { .. } | CallEvent::Event { .. } => {}
-            }
-            events += 1;
-            if events % PROGRESS_EVERY == 0 {
-                progress(done_bytes + calls.records() * 16, total_bytes);
-            }
-        }
-        thread.records = calls.records();
-        stats.records += calls.records();
-        stats.repairs.add(calls.repairs());
-        done_bytes += calls.records() * 16;
-        progress(done_bytes, total_bytes);
-        stats.threads.push(thread);
-    }
+    visit_threads(&trace, &tids, AtEnd::Close, &mut adder, progress)?;
+    let Adder {
+        functions,
+        accs,
+        mut stats,
+        ..
+    } = adder;
     // By name: addresses of one name are one function, as uftrace reports them.
     let mut by_name: BTreeMap<&str, FunctionStats> = BTreeMap::new();
     for (id, acc) in accs.iter().enumerate() {

@@ -13,8 +13,9 @@ fn report_agrees_with_uftrace_report() {
     if !judges() {
         return;
     }
-    // (uftrace's options, ours)
-    let cases: [(&[&str], Option<&str>, Option<&str>, AvgMode); 6] = [
+    // uftrace's options; ours: sort keys, fields, averages.
+    type Case<'a> = (&'a [&'a str], Option<&'a str>, Option<&'a str>, AvgMode);
+    let cases: [Case; 6] = [
         (&[], None, None, AvgMode::None),
         (&["-s", "call,func"], Some("call,func"), None, AvgMode::None),
         (&["-s", "self"], Some("self"), None, AvgMode::None),

@@ -1,6 +1,6 @@
 //! What the report tests share: the traces uftrace judges (the Rust and C examples traced by
 //! vftrace, a C program recorded by `uftrace record`) and our views as text.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
