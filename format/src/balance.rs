@@ -206,7 +206,12 @@ mod tests {
         let (s, b) = steps(&[entry(1, 0), entry(2, 1), exit(3, 1), exit(4, 0)]);
         assert_eq!(
             s,
-            [(0, Then::Enter), (0, Then::Enter), (0, Then::Exit), (0, Then::Exit)]
+            [
+                (0, Then::Enter),
+                (0, Then::Enter),
+                (0, Then::Exit),
+                (0, Then::Exit)
+            ]
         );
         assert_eq!(b.repairs, Repairs::default());
     }

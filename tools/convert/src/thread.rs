@@ -7,8 +7,8 @@
 
 use std::io;
 
-use vftrace_format::balance::{CallBalancer, Then};
 pub use vftrace_format::balance::Repairs;
+use vftrace_format::balance::{CallBalancer, Then};
 use vftrace_format::record::Record;
 
 use crate::{ArgValue, TimelineSink};

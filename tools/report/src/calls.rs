@@ -138,7 +138,10 @@ impl ThreadCalls {
 
     #[inline]
     fn exit(&mut self, end: u64) -> CallEvent {
-        let frame = self.frames.pop().expect("the balancer only closes open calls");
+        let frame = self
+            .frames
+            .pop()
+            .expect("the balancer only closes open calls");
         // Times never go backwards (the balancer clamps them), so end >= begin.
         let total = end - frame.begin;
         let child = frame.child.min(total);

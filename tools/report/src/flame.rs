@@ -158,7 +158,11 @@ pub fn fold_trace(
 pub fn read_folded(path: &Path) -> Result<Folded, ViewError> {
     let bytes = std::fs::read(path).map_err(|e| FormatError::io(path, &e))?;
     let text = std::str::from_utf8(&bytes).map_err(|e| {
-        let line = bytes[..e.valid_up_to()].iter().filter(|&&b| b == b'\n').count() + 1;
+        let line = bytes[..e.valid_up_to()]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count()
+            + 1;
         FormatError::at_line(path, line, "not UTF-8 text: is this a folded-stacks file?")
     })?;
     let mut sums: FxHashMap<&str, u64> = FxHashMap::default();
@@ -183,7 +187,8 @@ pub fn read_folded(path: &Path) -> Result<Folded, ViewError> {
         let sum = sums.entry(stack).or_default();
         *sum = sum.saturating_add(count);
     }
-    let mut stacks: Vec<(String, u64)> = sums.into_iter().map(|(s, c)| (s.to_string(), c)).collect();
+    let mut stacks: Vec<(String, u64)> =
+        sums.into_iter().map(|(s, c)| (s.to_string(), c)).collect();
     stacks.sort();
     Ok(Folded {
         stacks,

@@ -7,8 +7,8 @@ use std::path::Path;
 use vftrace_format::balance::Repairs;
 use vftrace_format::dir::TraceDir;
 use vftrace_format::info::{
-    CMDLINE, CPUINFO, EXE_BUILD_ID, EXE_NAME, EXIT_STATUS, LOADINFO, MEMINFO, OSINFO,
-    PATTERN_TYPE, RECORD_DATE, TASKINFO, USAGEINFO, VERSION,
+    CMDLINE, CPUINFO, EXE_BUILD_ID, EXE_NAME, EXIT_STATUS, LOADINFO, MEMINFO, OSINFO, PATTERN_TYPE,
+    RECORD_DATE, TASKINFO, USAGEINFO, VERSION,
 };
 use vftrace_format::task::Timestamp;
 
@@ -241,7 +241,10 @@ pub fn write_info(
         );
     }
     for tid in &missing {
-        t.line("missing data", &format!("thread {tid} is listed but has no {tid}.dat"));
+        t.line(
+            "missing data",
+            &format!("thread {tid} is listed but has no {tid}.dat"),
+        );
     }
     t.0.push_str("#\n#    TID     records       calls    lost   first record         span\n");
     for d in &threads {
@@ -251,7 +254,8 @@ pub fn write_info(
             d.records,
             d.calls,
             d.repairs.lost_records,
-            d.first_ns.map_or("-".to_string(), |f| Timestamp(f).to_string()),
+            d.first_ns
+                .map_or("-".to_string(), |f| Timestamp(f).to_string()),
             Timestamp(d.first_ns.map_or(0, |f| d.last_ns - f)),
         ));
     }
@@ -272,6 +276,7 @@ impl Text {
         if after_another {
             self.0.push_str("#\n");
         }
-        self.0.push_str(&format!("# {title}\n# {}\n", "=".repeat(title.len())));
+        self.0
+            .push_str(&format!("# {title}\n# {}\n", "=".repeat(title.len())));
     }
 }

@@ -50,7 +50,8 @@ pub fn write_file(
         std::process::id()
     ));
     let result = (|| {
-        let file = File::create(&tmp).map_err(|e| ViewError::output(path.display().to_string(), e))?;
+        let file =
+            File::create(&tmp).map_err(|e| ViewError::output(path.display().to_string(), e))?;
         let mut out = BufWriter::new(file);
         write(&mut out)?;
         let file = out

@@ -8,8 +8,8 @@
 //! rules (`fstack_entry`). Threads are merged by time, ties in `info` order. Memory: per thread
 //! one block of records and at most its open calls.
 
-use std::collections::{BinaryHeap, VecDeque};
 use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
 use std::io::Write;
 use std::path::Path;
 
@@ -33,12 +33,22 @@ pub enum NamePattern {
 
 impl NamePattern {
     pub fn new(text: &str) -> Result<NamePattern, ViewError> {
-        if !text.contains(['.', '?', '*', '+', '-', '^', '$', '|', '(', ')', '[', ']', '{', '}']) {
+        if !text.contains([
+            '.', '?', '*', '+', '-', '^', '$', '|', '(', ')', '[', ']', '{', '}',
+        ]) {
             return Ok(NamePattern::Exact(text.to_string()));
         }
         Regex::new(text)
             .map(NamePattern::Regex)
             .map_err(|e| ViewError::Usage(format!("bad function pattern {text:?}: {e}")))
+    }
+
+    /// The pattern as given.
+    pub fn text(&self) -> &str {
+        match self {
+            NamePattern::Exact(n) => n,
+            NamePattern::Regex(r) => r.as_str(),
+        }
     }
 
     pub fn matches(&self, name: &str) -> bool {
@@ -75,6 +85,8 @@ pub struct ReplaySummary {
     pub lines: u64,
     pub missing_threads: Vec<u32>,
     pub repairs: Repairs,
+    /// `-F`/`-N` patterns that matched no function the threads read called.
+    pub unmatched_patterns: Vec<String>,
 }
 
 /// What the filters decided for a function.
@@ -116,6 +128,8 @@ struct OpenCall {
 struct Functions<'s> {
     table: FunctionTable<'s>,
     verdicts: Vec<Match>,
+    /// Whether each `-N` pattern, then each `-F` pattern, matched a function.
+    matched: Vec<bool>,
 }
 
 impl Functions<'_> {
@@ -127,16 +141,19 @@ impl Functions<'_> {
         if self.verdicts[i] == Match::Unknown {
             let f = self.table.function(fid);
             let name = self.table.name_of(fid);
-            // Patterns match symbol names; an unresolved address has none.
-            self.verdicts[i] = if !f.resolved {
-                Match::Neither
-            } else if opts.notrace.iter().any(|p| p.matches(name)) {
-                Match::Out
-            } else if opts.filters.iter().any(|p| p.matches(name)) {
-                Match::In
-            } else {
-                Match::Neither
-            };
+            let mut verdict = Match::Neither;
+            // Patterns match symbol names; an unresolved address has none. -N wins over -F.
+            let patterns = opts.notrace.iter().map(|p| (p, Match::Out));
+            let patterns = patterns.chain(opts.filters.iter().map(|p| (p, Match::In)));
+            for (k, (pattern, on_match)) in patterns.enumerate() {
+                if f.resolved && pattern.matches(name) {
+                    self.matched[k] = true;
+                    if verdict == Match::Neither {
+                        verdict = on_match;
+                    }
+                }
+            }
+            self.verdicts[i] = verdict;
         }
         self.verdicts[i]
     }
@@ -385,6 +402,7 @@ pub fn replay(
     let mut funcs = Functions {
         table: FunctionTable::new(&symbolizer),
         verdicts: Vec::new(),
+        matched: vec![false; opts.notrace.len() + opts.filters.len()],
     };
     let (tids, missing_threads) = threads_to_read(&trace, opts.tids.as_deref());
     let mut lines = Lines {
@@ -429,6 +447,12 @@ pub fn replay(
         missing_threads,
         ..ReplaySummary::default()
     };
+    let patterns = opts.notrace.iter().chain(&opts.filters);
+    summary.unmatched_patterns = patterns
+        .zip(&funcs.matched)
+        .filter(|(_, &m)| !m)
+        .map(|(p, _)| p.text().to_string())
+        .collect();
     for t in &threads {
         summary.records += t.calls.records();
         summary.repairs.add(t.calls.repairs());
@@ -452,12 +476,17 @@ fn print_merged(
         }
     }
     if *header {
-        lines.buf.extend_from_slice(b"# DURATION     TID     FUNCTION\n");
+        lines
+            .buf
+            .extend_from_slice(b"# DURATION     TID     FUNCTION\n");
         *header = false;
     }
     while let Some(Reverse((_, i))) = heap.pop() {
         let t = &mut threads[i];
-        let line = t.ready.pop_front().expect("a thread in the heap has a line");
+        let line = t
+            .ready
+            .pop_front()
+            .expect("a thread in the heap has a line");
         t.fill(funcs, opts)?;
         let tid = t.tid;
         match line.kind {
@@ -469,9 +498,7 @@ fn print_merged(
                         kind: ShownKind::Exit { duration, .. },
                         time,
                         ..
-                    }) if heap.peek().is_none_or(|Reverse(top)| (time, i) < *top) => {
-                        Some(duration)
-                    }
+                    }) if heap.peek().is_none_or(|Reverse(top)| (time, i) < *top) => Some(duration),
                     _ => None,
                 };
                 match leaf {
@@ -501,7 +528,9 @@ fn print_merged(
             }
             ShownKind::Event { id } => {
                 lines.start(0, tid, line.depth);
-                lines.buf.extend_from_slice(format!("/* event {id:#x} */").as_bytes());
+                lines
+                    .buf
+                    .extend_from_slice(format!("/* event {id:#x} */").as_bytes());
             }
         }
         lines.end()?;

@@ -56,7 +56,10 @@ fn truncated_data_names_file_and_offset() {
     fs::write(&dat, bytes).unwrap();
     for err in errors(&dir) {
         assert!(
-            err.starts_with(&format!("{}: offset {len}: truncated record", dat.display())),
+            err.starts_with(&format!(
+                "{}: offset {len}: truncated record",
+                dat.display()
+            )),
             "{err}"
         );
     }
@@ -88,7 +91,10 @@ fn broken_metadata_names_the_file() {
     let dir = copy_of_recording("report-bad-info");
     fs::write(dir.join("info"), b"Ftrace!\0 but then nothing sensible").unwrap();
     for err in errors(&dir) {
-        assert!(err.starts_with(&format!("{}", dir.join("info").display())), "{err}");
+        assert!(
+            err.starts_with(&format!("{}", dir.join("info").display())),
+            "{err}"
+        );
     }
     let dir = copy_of_recording("report-bad-task");
     fs::write(dir.join("task.txt"), b"TASK timestamp=x tid=1 pid=1\n").unwrap();

@@ -43,7 +43,10 @@ fn folded_stacks_add_up_to_uftrace_totals_and_the_svg_names_hot_functions() {
     for trace in traces() {
         let folded = fold_trace(&trace.dir, None, &mut |_, _| {}).unwrap();
         let (root, hot) = if trace.name.starts_with("rust") {
-            ("vftrace_example_rust::demo", "vftrace_example_rust::sleep_10ms")
+            (
+                "vftrace_example_rust::demo",
+                "vftrace_example_rust::sleep_10ms",
+            )
         } else if trace.name.starts_with("C example") {
             ("demo", "sleep_10ms")
         } else {
@@ -75,7 +78,11 @@ fn folded_stacks_add_up_to_uftrace_totals_and_the_svg_names_hot_functions() {
             .filter(|(s, _)| s.split(';').any(|f| f == hot))
             .map(|(_, c)| c)
             .sum();
-        assert!(hot_ns * 2 > folded.total_under(root), "{}: {hot}", trace.name);
+        assert!(
+            hot_ns * 2 > folded.total_under(root),
+            "{}: {hot}",
+            trace.name
+        );
     }
 }
 

@@ -20,8 +20,18 @@ fn report_agrees_with_uftrace_report() {
         (&["-s", "call,func"], Some("call,func"), None, AvgMode::None),
         (&["-s", "self"], Some("self"), None, AvgMode::None),
         (&["--avg-total"], None, None, AvgMode::Total),
-        (&["--avg-self", "-s", "max"], Some("max"), None, AvgMode::SelfTime),
-        (&["-f", "all", "-s", "total_max,func"], Some("total-max,func"), Some("all"), AvgMode::None),
+        (
+            &["--avg-self", "-s", "max"],
+            Some("max"),
+            None,
+            AvgMode::SelfTime,
+        ),
+        (
+            &["-f", "all", "-s", "total_max,func"],
+            Some("total-max,func"),
+            Some("all"),
+            AvgMode::None,
+        ),
     ];
     for trace in traces() {
         for (theirs_args, sort, fields, avg) in &cases {
@@ -29,7 +39,11 @@ fn report_agrees_with_uftrace_report() {
             args.extend_from_slice(theirs_args);
             let theirs = uftrace(&trace.dir, &args);
             let ours = our_report(&trace.dir, *sort, *fields, *avg);
-            assert_same(&format!("{} report {theirs_args:?}", trace.name), &ours, &theirs);
+            assert_same(
+                &format!("{} report {theirs_args:?}", trace.name),
+                &ours,
+                &theirs,
+            );
         }
     }
 }

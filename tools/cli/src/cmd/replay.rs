@@ -15,10 +15,12 @@ pub struct Args {
     /// Show calls nested at most DEPTH deep (from the root, or from a -F function).
     #[arg(short = 'D', long, value_name = "DEPTH")]
     pub depth: Option<u32>,
-    /// Only these functions and what they call (exact name, or a regex; repeatable).
+    /// Only these functions and what they call (exact name, or a regex; repeatable, or
+    /// separated by `;`).
     #[arg(short = 'F', long = "filter", value_name = "FUNC")]
     pub filter: Vec<String>,
-    /// Not these functions nor what they call (exact name, or a regex; repeatable).
+    /// Not these functions nor what they call (exact name, or a regex; repeatable, or
+    /// separated by `;`).
     #[arg(short = 'N', long = "notrace", value_name = "FUNC")]
     pub notrace: Vec<String>,
     /// Hide calls shorter than TIME (e.g. 500ns, 10us, 1.5ms; no unit means ns).
@@ -36,10 +38,13 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
+    // As uftrace, one option may hold several patterns separated by `;`.
     let patterns = |list: &[String]| -> anyhow::Result<Vec<NamePattern>> {
         Ok(list
             .iter()
-            .map(|p| NamePattern::new(p))
+            .flat_map(|p| p.split(';'))
+            .filter(|p| !p.is_empty())
+            .map(NamePattern::new)
             .collect::<Result<_, _>>()?)
     };
     let stdout = std::io::stdout();
@@ -58,11 +63,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             .map_err(|e| ViewError::output("standard output", e))?;
         Ok(summary)
     });
-    let Some(summary) = unless_closed_pipe(result)
-        .with_context(|| format!("replaying {}", args.dir.display()))?
+    let Some(summary) =
+        unless_closed_pipe(result).with_context(|| format!("replaying {}", args.dir.display()))?
     else {
         return Ok(());
     };
+    for pattern in &summary.unmatched_patterns {
+        eprintln!("vftrace: warning: no function of the trace matches {pattern:?} (-F/-N)");
+    }
     for tid in &summary.missing_threads {
         eprintln!("vftrace: warning: thread {tid} is listed in info but has no data file; skipped");
     }

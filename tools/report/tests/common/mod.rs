@@ -39,9 +39,11 @@ pub fn traces() -> &'static [Trace] {
     static TRACES: OnceLock<Vec<Trace>> = OnceLock::new();
     TRACES.get_or_init(|| {
         let rust = scratch("report-rust-demo");
-        run(Command::new(vftrace_testsupport::instrumented_rust_example())
-            .args(["demo", "-o"])
-            .arg(&rust));
+        run(
+            Command::new(vftrace_testsupport::instrumented_rust_example())
+                .args(["demo", "-o"])
+                .arg(&rust),
+        );
         let c = scratch("report-c-demo");
         run(Command::new(vftrace_testsupport::c_example())
             .arg("demo")
@@ -93,7 +95,11 @@ pub fn assert_same(what: &str, ours: &str, theirs: &str) {
         return;
     }
     let (a, b): (Vec<&str>, Vec<&str>) = (ours.lines().collect(), theirs.lines().collect());
-    let i = a.iter().zip(&b).position(|(x, y)| x != y).unwrap_or(a.len().min(b.len()));
+    let i = a
+        .iter()
+        .zip(&b)
+        .position(|(x, y)| x != y)
+        .unwrap_or(a.len().min(b.len()));
     panic!(
         "{what}: vftrace and uftrace differ at line {} (vftrace {} lines, uftrace {}):\n  vftrace: {:?}\n  uftrace: {:?}\n--- vftrace\n{ours}\n--- uftrace\n{theirs}",
         i + 1,
