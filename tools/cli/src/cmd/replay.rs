@@ -74,8 +74,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     for tid in &summary.missing_threads {
         eprintln!("vftrace: warning: thread {tid} is listed in info but has no data file; skipped");
     }
-    if summary.repairs.unbalanced() {
-        let r = &summary.repairs;
+    let r = &summary.repairs;
+    if r.unmatched_exits + r.closed_by_depth > 0 {
         eprintln!(
             "vftrace: note: repaired unbalanced records: {} exits without entry skipped, {} calls closed at a shallower record",
             r.unmatched_exits, r.closed_by_depth
