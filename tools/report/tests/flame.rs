@@ -71,16 +71,19 @@ fn folded_stacks_add_up_to_uftrace_totals_and_the_svg_names_hot_functions() {
                 trace.name
             );
         }
-        // The hot function is most of its root.
+        // The stacks through the (non-recursive) hot function add up to its inclusive time.
         let hot_ns: u64 = folded
             .stacks
             .iter()
             .filter(|(s, _)| s.split(';').any(|f| f == hot))
             .map(|(_, c)| c)
             .sum();
-        assert!(
-            hot_ns * 2 > folded.total_under(root),
-            "{}: {hot}",
+        let mut ours = Vec::new();
+        write_duration(&mut ours, hot_ns, false);
+        assert_eq!(
+            String::from_utf8(ours).unwrap().trim(),
+            uftrace_total(&trace.dir, hot),
+            "{}: inclusive time of {hot}",
             trace.name
         );
     }
