@@ -85,8 +85,9 @@ pub struct ThreadCalls {
     pos: usize,
     balancer: CallBalancer,
     frames: Vec<Frame>,
-    /// Missed exits still to be yielded before `then`, at `then_time`.
+    /// Missed exits still to be yielded before `then` (at its time, or at the thread's end).
     closing: usize,
+    /// A record's own effect, its time and address, waiting for the missed exits before it.
     then: Option<(Then, u64, u64)>,
     /// An error met after the current batch; yielded once the batch is used up.
     error: Option<FormatError>,
