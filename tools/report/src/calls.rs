@@ -77,66 +77,13 @@ pub enum AtEnd {
     Keep,
 }
 
-/// The balanced calls of one thread, pulled one event at a time.
-pub struct ThreadCalls {
-    tid: u32,
-    reader: RecordReader<BufReader<File>>,
-    batch: Vec<Record>,
-    pos: usize,
+/// The open calls of a thread, kept right by the balancer.
+struct OpenCalls {
     balancer: CallBalancer,
     frames: Vec<Frame>,
-    /// Missed exits still to be yielded before `then` (at its time, or at the thread's end).
-    closing: usize,
-    /// A record's own effect, its time and address, waiting for the missed exits before it.
-    then: Option<(Then, u64, u64)>,
-    /// An error met after the current batch; yielded once the batch is used up.
-    error: Option<FormatError>,
-    at_end: AtEnd,
-    ended: bool,
-    /// The thread's last record time, once it ended.
-    end_time: u64,
-    records: u64,
 }
 
-impl ThreadCalls {
-    /// Opens `TID.dat` of `trace`.
-    pub fn open(trace: &TraceDir, tid: u32, at_end: AtEnd) -> Result<Self, FormatError> {
-        Ok(ThreadCalls {
-            tid,
-            reader: trace.records(tid)?,
-            batch: Vec::with_capacity(BATCH_MAX),
-            pos: 0,
-            balancer: CallBalancer::default(),
-            frames: Vec::with_capacity(64),
-            closing: 0,
-            then: None,
-            error: None,
-            at_end,
-            ended: false,
-            end_time: 0,
-            records: 0,
-        })
-    }
-
-    pub fn tid(&self) -> u32 {
-        self.tid
-    }
-
-    /// The calls open now, outermost first.
-    pub fn frames(&self) -> &[Frame] {
-        &self.frames
-    }
-
-    /// Records read so far.
-    pub fn records(&self) -> u64 {
-        self.records
-    }
-
-    /// What had to be repaired so far.
-    pub fn repairs(&self) -> &Repairs {
-        &self.balancer.repairs
-    }
-
+impl OpenCalls {
     #[inline]
     fn exit(&mut self, end: u64) -> CallEvent {
         let frame = self
@@ -157,66 +104,109 @@ impl ThreadCalls {
         })
     }
 
+    /// Takes one record and gives what it means, in order, to `emit`.
     #[inline]
-    fn apply(&mut self, then: Then, time: u64, addr: u64) -> Option<CallEvent> {
-        Some(match then {
+    fn push(&mut self, record: &Record, emit: &mut impl FnMut(CallEvent)) {
+        let step = self.balancer.step(record);
+        let time = step.time;
+        for _ in 0..step.close_first {
+            emit(self.exit(time));
+        }
+        match step.then {
             Then::Enter => {
                 self.frames.push(Frame {
-                    addr,
+                    addr: record.addr,
                     begin: time,
                     child: 0,
                 });
-                CallEvent::Enter { time, addr }
+                emit(CallEvent::Enter {
+                    time,
+                    addr: record.addr,
+                });
             }
-            Then::Exit => self.exit(time),
-            Then::Skip => return None,
-            Then::Lost { count } => CallEvent::Lost { time, count },
-            Then::Event { id } => CallEvent::Event { time, id },
+            Then::Exit => emit(self.exit(time)),
+            Then::Skip => {}
+            Then::Lost { count } => emit(CallEvent::Lost { time, count }),
+            Then::Event { id } => emit(CallEvent::Event { time, id }),
+        }
+    }
+}
+
+/// The balanced calls of one thread, given a few records' worth at a time.
+pub struct ThreadCalls {
+    tid: u32,
+    reader: RecordReader<BufReader<File>>,
+    batch: Vec<Record>,
+    pos: usize,
+    open: OpenCalls,
+    /// An error met after the current batch; given once the batch is used up.
+    error: Option<FormatError>,
+    at_end: AtEnd,
+    ended: bool,
+    records: u64,
+}
+
+impl ThreadCalls {
+    /// Opens `TID.dat` of `trace`.
+    pub fn open(trace: &TraceDir, tid: u32, at_end: AtEnd) -> Result<Self, FormatError> {
+        Ok(ThreadCalls {
+            tid,
+            reader: trace.records(tid)?,
+            batch: Vec::with_capacity(BATCH_MAX),
+            pos: 0,
+            open: OpenCalls {
+                balancer: CallBalancer::default(),
+                frames: Vec::with_capacity(64),
+            },
+            error: None,
+            at_end,
+            ended: false,
+            records: 0,
         })
     }
 
-    /// The next event, `None` at the end of the thread. After an error (which names the file
-    /// and offset) nothing more is yielded.
-    #[inline]
-    pub fn next_event(&mut self) -> Result<Option<CallEvent>, FormatError> {
-        loop {
-            if self.closing > 0 {
-                self.closing -= 1;
-                let time = match self.then {
-                    Some((_, time, _)) => time,
-                    None => self.end_time,
-                };
-                return Ok(Some(self.exit(time)));
-            }
-            if let Some((then, time, addr)) = self.then.take() {
-                match self.apply(then, time, addr) {
-                    Some(e) => return Ok(Some(e)),
-                    None => continue,
-                }
-            }
-            if self.pos == self.batch.len() {
-                if !self.refill()? {
-                    return Ok(None);
-                }
-                continue;
-            }
-            let record = self.batch[self.pos];
-            self.pos += 1;
-            let step = self.balancer.step(&record);
-            if step.close_first > 0 {
-                self.closing = step.close_first;
-                self.then = Some((step.then, step.time, record.addr));
-                continue;
-            }
-            if let Some(e) = self.apply(step.then, step.time, record.addr) {
-                return Ok(Some(e));
-            }
-        }
+    pub fn tid(&self) -> u32 {
+        self.tid
     }
 
-    /// Reads the next block; false at the end of the thread (after closing what `at_end` says).
+    /// The calls open now, outermost first.
+    pub fn frames(&self) -> &[Frame] {
+        &self.open.frames
+    }
+
+    /// Records read so far.
+    pub fn records(&self) -> u64 {
+        self.records
+    }
+
+    /// What had to be repaired so far.
+    pub fn repairs(&self) -> &Repairs {
+        &self.open.balancer.repairs
+    }
+
+    /// Gives the events of up to `max` more records to `emit`, in order; false once the
+    /// thread ended (its calls still open closed first if `at_end` says so). After an error
+    /// (which names the file and offset) nothing more is given.
+    #[inline]
+    pub fn next_records(
+        &mut self,
+        max: usize,
+        emit: &mut impl FnMut(CallEvent),
+    ) -> Result<bool, FormatError> {
+        if self.pos == self.batch.len() && !self.refill(emit)? {
+            return Ok(false);
+        }
+        let end = self.batch.len().min(self.pos.saturating_add(max));
+        for record in &self.batch[self.pos..end] {
+            self.open.push(record, emit);
+        }
+        self.pos = end;
+        Ok(true)
+    }
+
+    /// Reads the next block; false at the end of the thread.
     #[cold]
-    fn refill(&mut self) -> Result<bool, FormatError> {
+    fn refill(&mut self, emit: &mut impl FnMut(CallEvent)) -> Result<bool, FormatError> {
         if let Some(e) = self.error.take() {
             self.ended = true;
             return Err(e);
@@ -234,17 +224,16 @@ impl ThreadCalls {
         if !self.batch.is_empty() {
             return Ok(true);
         }
+        self.ended = true;
         if let Some(e) = self.error.take() {
-            self.ended = true;
             return Err(e);
         }
-        self.ended = true;
-        let (last, open) = self.balancer.finish();
-        self.end_time = last;
-        if self.at_end == AtEnd::Close && open > 0 {
-            // Served by next_event, innermost first, at the thread's last record time.
-            self.closing = open;
-            return Ok(true);
+        let (last, open) = self.open.balancer.finish();
+        if self.at_end == AtEnd::Close {
+            // Innermost first, at the thread's last record time.
+            for _ in 0..open {
+                emit(self.open.exit(last));
+            }
         }
         Ok(false)
     }
@@ -277,12 +266,11 @@ pub fn visit_threads(
     for &tid in tids {
         let mut calls = ThreadCalls::open(trace, tid, at_end)?;
         visitor.thread_start(tid);
-        let mut events = 0u64;
-        while let Some(event) = calls.next_event()? {
-            visitor.event(event);
-            events += 1;
-            if events.is_multiple_of(PROGRESS_EVERY) {
-                progress(done + calls.records() * 16, total);
+        let mut reported = 0;
+        while calls.next_records(usize::MAX, &mut |event| visitor.event(event))? {
+            if calls.records() - reported >= PROGRESS_EVERY {
+                reported = calls.records();
+                progress(done + reported * 16, total);
             }
         }
         visitor.thread_end(&calls);

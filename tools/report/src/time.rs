@@ -15,7 +15,12 @@ const UNITS: [&str; 5] = ["us", "ms", " s", " m", " h"];
 const LIMITS: [u64; 6] = [1000, 1000, 1000, 60, 24, u32::MAX as u64];
 
 /// The unit index and (value, thousandths) uftrace shows for `ns`.
+#[inline]
 fn split_unit(ns: u64) -> (usize, u64, u64) {
+    // Most calls take less than a millisecond.
+    if ns < 1_000_000 {
+        return (0, ns / 1000, ns % 1000);
+    }
     let mut delta = ns;
     let mut small = 0;
     let mut idx = 0;
@@ -51,28 +56,26 @@ fn push_unit(out: &mut Vec<u8>, idx: usize, color: bool) {
     }
 }
 
-/// Appends `value` in decimal, right-aligned in `width` characters.
-pub(crate) fn push_padded(out: &mut Vec<u8>, value: u64, width: usize) {
-    let mut buf = itoa_buf(value);
-    let digits = buf.len();
-    out.extend(std::iter::repeat_n(b' ', width.saturating_sub(digits)));
-    out.append(&mut buf);
-}
-
-fn itoa_buf(mut value: u64) -> Vec<u8> {
-    let mut tmp = [0u8; 20];
-    let mut i = tmp.len();
+/// Appends `value` in decimal, right-aligned in `width` characters (no allocation: this is
+/// on every line of a replay).
+#[inline]
+pub(crate) fn push_padded(out: &mut Vec<u8>, mut value: u64, width: usize) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
     loop {
         i -= 1;
-        tmp[i] = b'0' + (value % 10) as u8;
+        digits[i] = b'0' + (value % 10) as u8;
         value /= 10;
         if value == 0 {
             break;
         }
     }
-    tmp[i..].to_vec()
+    let len = digits.len() - i;
+    out.extend(std::iter::repeat_n(b' ', width.saturating_sub(len)));
+    out.extend_from_slice(&digits[i..]);
 }
 
+#[inline]
 fn push_thousandths(out: &mut Vec<u8>, small: u64) {
     out.extend_from_slice(&[
         b'.',
@@ -87,6 +90,25 @@ fn push_thousandths(out: &mut Vec<u8>, small: u64) {
 pub fn write_duration(out: &mut Vec<u8>, ns: u64, color: bool) {
     if ns == 0 {
         out.extend_from_slice(b"          ");
+        return;
+    }
+    if ns < 1_000_000 {
+        // Microseconds, the unit of most calls: one copy of ten bytes.
+        let (us, small) = (ns / 1000, ns % 1000);
+        let digit = |v: u64| b'0' + (v % 10) as u8;
+        let lead = |v: u64, at: u64| if us >= at { digit(v) } else { b' ' };
+        out.extend_from_slice(&[
+            lead(us / 100, 100),
+            lead(us / 10, 10),
+            digit(us),
+            b'.',
+            digit(small / 100),
+            digit(small / 10),
+            digit(small),
+            b' ',
+            b'u',
+            b's',
+        ]);
         return;
     }
     let (idx, value, small) = split_unit(ns);
@@ -117,7 +139,7 @@ pub fn write_duration_change(out: &mut Vec<u8>, base: u64, pair: u64, color: boo
         out.extend_from_slice(if grew { sgr::RED } else { sgr::BLUE }.as_bytes());
     }
     out.push(if grew { b'+' } else { b'-' });
-    out.extend_from_slice(&itoa_buf(value));
+    push_padded(out, value, 0);
     push_thousandths(out, small);
     if color {
         out.extend_from_slice(sgr::RESET.as_bytes());

@@ -57,7 +57,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         per_thread: args.per_thread,
         color: args.color.enabled(stdout.is_terminal()),
     };
-    let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
+    // The replay writes in blocks of its own.
+    let mut out = stdout.lock();
     let result = replay(&args.dir, &opts, &mut out).and_then(|summary| {
         out.flush()
             .map_err(|e| ViewError::output("standard output", e))?;

@@ -19,7 +19,7 @@ use vftrace_format::dir::TraceDir;
 use crate::calls::{AtEnd, ThreadCalls};
 use crate::functions::FunctionTable;
 use crate::stats::threads_to_read;
-use crate::time::{push_padded, sgr, write_duration};
+use crate::time::{sgr, write_duration};
 use crate::ViewError;
 
 mod thread;
@@ -67,6 +67,8 @@ struct Lines<'o> {
 
 const FLUSH_AT: usize = 1 << 16;
 
+const SPACES: [u8; 64] = [b' '; 64];
+
 impl Lines<'_> {
     fn flush(&mut self) -> Result<(), ViewError> {
         self.out
@@ -76,16 +78,18 @@ impl Lines<'_> {
         Ok(())
     }
 
-    /// ` DURATION [   TID] | ` then the indentation.
+    /// ` DURATION [   TID] | ` then the indentation; `tid_column` is ` [   TID] | `.
     #[inline]
-    fn start(&mut self, duration: u64, tid: u32, depth: u16) {
+    fn start(&mut self, duration: u64, tid_column: &[u8], depth: u16) {
         self.buf.push(b' ');
         write_duration(&mut self.buf, duration, self.color);
-        self.buf.extend_from_slice(b" [");
-        push_padded(&mut self.buf, u64::from(tid), 6);
-        self.buf.extend_from_slice(b"] | ");
-        self.buf
-            .extend(std::iter::repeat_n(b' ', usize::from(depth) * 2));
+        self.buf.extend_from_slice(tid_column);
+        let mut indent = usize::from(depth) * 2;
+        while indent > 0 {
+            let n = indent.min(SPACES.len());
+            self.buf.extend_from_slice(&SPACES[..n]);
+            indent -= n;
+        }
     }
 
     #[inline]
@@ -213,58 +217,65 @@ fn print_merged(
     }
     while let Some(Reverse((_, i))) = heap.pop() {
         let t = &mut threads[i];
-        let line = t
-            .ready
-            .pop_front()
-            .expect("a thread in the heap has a line");
-        t.fill(funcs, opts)?;
-        let tid = t.tid;
-        match line.kind {
-            ShownKind::Enter { fid } => {
-                // A call with nothing shown inside is one line, if no other thread's line
-                // comes between its entry and exit (as uftrace merges leaves).
-                let leaf = match t.head() {
-                    Some(&Shown {
-                        kind: ShownKind::Exit { duration, .. },
-                        time,
-                        ..
-                    }) if heap.peek().is_none_or(|Reverse(top)| (time, i) < *top) => Some(duration),
-                    _ => None,
-                };
-                match leaf {
-                    Some(duration) => {
-                        t.ready.pop_front();
-                        t.fill(funcs, opts)?;
-                        lines.start(duration, tid, line.depth);
-                        lines.name_and_parens(funcs.table.name_of(fid));
-                        lines.buf.push(b';');
-                    }
-                    None => {
-                        lines.start(0, tid, line.depth);
-                        lines.name_and_parens(funcs.table.name_of(fid));
-                        lines.buf.extend_from_slice(b" {");
+        // Lines of one thread in a row cost no heap operation.
+        loop {
+            let line = t.pop().expect("a thread in the heap has a line");
+            t.fill(funcs, opts)?;
+            let tid = &t.tid_column;
+            match line.kind {
+                ShownKind::Enter { fid } => {
+                    // A call with nothing shown inside is one line, if no other thread's line
+                    // comes between its entry and exit (as uftrace merges leaves).
+                    let leaf = match t.head() {
+                        Some(&Shown {
+                            kind: ShownKind::Exit { duration, .. },
+                            time,
+                            ..
+                        }) if heap.peek().is_none_or(|Reverse(top)| (time, i) < *top) => {
+                            Some(duration)
+                        }
+                        _ => None,
+                    };
+                    match leaf {
+                        Some(duration) => {
+                            lines.start(duration, tid, line.depth);
+                            lines.name_and_parens(funcs.table.name_of(fid));
+                            lines.buf.push(b';');
+                            t.pop();
+                            t.fill(funcs, opts)?;
+                        }
+                        None => {
+                            lines.start(0, tid, line.depth);
+                            lines.name_and_parens(funcs.table.name_of(fid));
+                            lines.buf.extend_from_slice(b" {");
+                        }
                     }
                 }
+                ShownKind::Exit { fid, duration } => {
+                    lines.start(duration, tid, line.depth);
+                    lines.buf.push(b'}');
+                    lines.comment(funcs.table.name_of(fid));
+                }
+                ShownKind::Lost { count } => {
+                    lines.start(0, tid, line.depth);
+                    lines.paint(sgr::RED, &format!("/* LOST {count} records!! */"));
+                }
+                ShownKind::Event { id } => {
+                    lines.start(0, tid, line.depth);
+                    lines
+                        .buf
+                        .extend_from_slice(format!("/* event {id:#x} */").as_bytes());
+                }
             }
-            ShownKind::Exit { fid, duration } => {
-                lines.start(duration, tid, line.depth);
-                lines.buf.push(b'}');
-                lines.comment(funcs.table.name_of(fid));
+            lines.end()?;
+            match t.head() {
+                Some(h) if heap.peek().is_none_or(|Reverse(top)| (h.time, i) < *top) => {}
+                Some(h) => {
+                    heap.push(Reverse((h.time, i)));
+                    break;
+                }
+                None => break,
             }
-            ShownKind::Lost { count } => {
-                lines.start(0, tid, line.depth);
-                lines.paint(sgr::RED, &format!("/* LOST {count} records!! */"));
-            }
-            ShownKind::Event { id } => {
-                lines.start(0, tid, line.depth);
-                lines
-                    .buf
-                    .extend_from_slice(format!("/* event {id:#x} */").as_bytes());
-            }
-        }
-        lines.end()?;
-        if let Some(h) = threads[i].head() {
-            heap.push(Reverse((h.time, i)));
         }
     }
     Ok(())

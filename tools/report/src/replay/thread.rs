@@ -136,62 +136,89 @@ impl<'s> Functions<'s> {
     }
 }
 
+/// Lines a thread prepares at a time (plus at most its open calls, which the time filter
+/// may release at once).
+const READY_LINES: usize = 256;
+
 /// One thread's pipeline: balanced calls -> time filter -> filters -> lines.
 pub(super) struct ThreadLines {
     pub(super) tid: u32,
+    /// ` [   TID] | `, the same on every line of the thread.
+    pub(super) tid_column: Box<[u8]>,
     pub(super) calls: ThreadCalls,
+    lines: LineFilter,
+    done: bool,
+}
+
+/// What decides the lines of a thread: the time filter, then `-F`, `-N`, `-D`.
+struct LineFilter {
     /// Entries the time filter has not decided on yet, outermost first.
     undecided: Vec<CallEvent>,
-    pub(super) ready: VecDeque<Shown>,
+    ready: VecDeque<Shown>,
     open: Vec<OpenCall>,
     in_count: u32,
     out_count: u32,
     depth_left: i64,
     shown_depth: u16,
-    done: bool,
 }
+
+/// Records read between two looks at the lines they made.
+const RECORDS_PER_STEP: usize = 64;
 
 impl ThreadLines {
     pub(super) fn new(calls: ThreadCalls, opts: &ReplayOptions) -> Self {
         ThreadLines {
             tid: calls.tid(),
+            tid_column: format!(" [{:>6}] | ", calls.tid()).into_bytes().into(),
             calls,
-            undecided: Vec::new(),
-            ready: VecDeque::new(),
-            open: Vec::with_capacity(64),
-            in_count: 0,
-            out_count: 0,
-            depth_left: max_depth(opts),
-            shown_depth: 0,
+            lines: LineFilter {
+                undecided: Vec::new(),
+                ready: VecDeque::new(),
+                open: Vec::with_capacity(64),
+                in_count: 0,
+                out_count: 0,
+                depth_left: max_depth(opts),
+                shown_depth: 0,
+            },
             done: false,
         }
     }
 
-    /// Reads until a line is ready or the thread ended.
+    /// Reads until lines are ready or the thread ended.
     pub(super) fn fill(
         &mut self,
         funcs: &mut Functions,
         opts: &ReplayOptions,
     ) -> Result<(), ViewError> {
-        while self.ready.is_empty() && !self.done {
-            match self.calls.next_event()? {
-                Some(event) => self.time_filter(event, funcs, opts),
-                None => {
-                    // uftrace releases what it still holds when the data ends.
-                    for e in std::mem::take(&mut self.undecided) {
-                        self.filter(e, funcs, opts);
-                    }
-                    self.done = true;
-                }
+        if !self.lines.ready.is_empty() {
+            return Ok(());
+        }
+        // Many lines per call: the merge asks for the next one often.
+        let lines = &mut self.lines;
+        while lines.ready.len() < READY_LINES && !self.done {
+            let more = self.calls.next_records(RECORDS_PER_STEP, &mut |event| {
+                lines.time_filter(event, funcs, opts)
+            })?;
+            if !more {
+                // uftrace releases what it still holds when the data ends.
+                lines.release(funcs, opts);
+                self.done = true;
             }
         }
         Ok(())
     }
 
-    pub(super) fn head(&self) -> Option<&Shown> {
-        self.ready.front()
+    /// The next line, if one is ready.
+    pub(super) fn pop(&mut self) -> Option<Shown> {
+        self.lines.ready.pop_front()
     }
 
+    pub(super) fn head(&self) -> Option<&Shown> {
+        self.lines.ready.front()
+    }
+}
+
+impl LineFilter {
     fn time_filter(&mut self, event: CallEvent, funcs: &mut Functions, opts: &ReplayOptions) {
         if opts.time_filter == 0 {
             return self.filter(event, funcs, opts);
