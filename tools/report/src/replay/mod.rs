@@ -19,7 +19,7 @@ use vftrace_format::dir::TraceDir;
 use crate::calls::{AtEnd, ThreadCalls};
 use crate::functions::FunctionTable;
 use crate::stats::threads_to_read;
-use crate::time::{sgr, write_duration};
+use crate::time::{plain_microseconds, sgr, write_duration};
 use crate::ViewError;
 
 mod thread;
@@ -81,9 +81,22 @@ impl Lines<'_> {
     /// ` DURATION [   TID] | ` then the indentation; `tid_column` is ` [   TID] | `.
     #[inline]
     fn start(&mut self, duration: u64, tid_column: &[u8], depth: u16) {
-        self.buf.push(b' ');
-        write_duration(&mut self.buf, duration, self.color);
-        self.buf.extend_from_slice(tid_column);
+        match plain_microseconds(duration).filter(|_| !self.color) {
+            // The usual line: its start (indentation too) in one copy.
+            Some(text) if tid_column.len() <= 16 && depth <= 16 => {
+                let mut head = [b' '; 59];
+                head[1..11].copy_from_slice(&text);
+                head[11..11 + tid_column.len()].copy_from_slice(tid_column);
+                let len = 11 + tid_column.len() + usize::from(depth) * 2;
+                self.buf.extend_from_slice(&head[..len]);
+                return;
+            }
+            _ => {
+                self.buf.push(b' ');
+                write_duration(&mut self.buf, duration, self.color);
+                self.buf.extend_from_slice(tid_column);
+            }
+        }
         let mut indent = usize::from(depth) * 2;
         while indent > 0 {
             let n = indent.min(SPACES.len());
@@ -100,27 +113,6 @@ impl Lines<'_> {
             self.flush()?;
         }
         Ok(())
-    }
-
-    fn name_and_parens(&mut self, name: &str) {
-        self.buf.extend_from_slice(name.as_bytes());
-        // uftrace adds no parentheses to a name that ends with one (C++ signatures).
-        if !name.ends_with(')') {
-            self.buf.extend_from_slice(b"()");
-        }
-    }
-
-    /// ` /* name */` after a closing brace, grey on a terminal.
-    fn comment(&mut self, name: &str) {
-        if self.color {
-            self.buf.extend_from_slice(sgr::GRAY.as_bytes());
-        }
-        self.buf.extend_from_slice(b" /* ");
-        self.buf.extend_from_slice(name.as_bytes());
-        self.buf.extend_from_slice(b" */");
-        if self.color {
-            self.buf.extend_from_slice(sgr::RESET.as_bytes());
-        }
     }
 
     fn paint(&mut self, color: &str, text: &str) {
@@ -239,22 +231,19 @@ fn print_merged(
                     match leaf {
                         Some(duration) => {
                             lines.start(duration, tid, line.depth);
-                            lines.name_and_parens(funcs.table.name_of(fid));
-                            lines.buf.push(b';');
+                            lines.buf.extend_from_slice(&funcs.known(fid, opts).leaf);
                             t.pop();
                             t.fill(funcs, opts)?;
                         }
                         None => {
                             lines.start(0, tid, line.depth);
-                            lines.name_and_parens(funcs.table.name_of(fid));
-                            lines.buf.extend_from_slice(b" {");
+                            lines.buf.extend_from_slice(&funcs.known(fid, opts).open);
                         }
                     }
                 }
                 ShownKind::Exit { fid, duration } => {
                     lines.start(duration, tid, line.depth);
-                    lines.buf.push(b'}');
-                    lines.comment(funcs.table.name_of(fid));
+                    lines.buf.extend_from_slice(&funcs.known(fid, opts).close);
                 }
                 ShownKind::Lost { count } => {
                     lines.start(0, tid, line.depth);

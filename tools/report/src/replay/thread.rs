@@ -10,6 +10,7 @@ use regex::Regex;
 use super::ReplayOptions;
 use crate::calls::{CallEvent, ThreadCalls};
 use crate::functions::FunctionTable;
+use crate::time::sgr;
 use crate::ViewError;
 
 /// A function name pattern as uftrace takes it: a regular expression if it has one of
@@ -51,7 +52,6 @@ impl NamePattern {
 /// What the filters decided for a function.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Match {
-    Unknown,
     Neither,
     In,
     Out,
@@ -86,16 +86,26 @@ struct OpenCall {
 /// The functions of the trace and the filters' verdict on each.
 pub(super) struct Functions<'s> {
     pub(super) table: FunctionTable<'s>,
-    verdicts: Vec<Match>,
+    /// By function id, once seen: the verdict and the text of its lines.
+    known: Vec<Option<Known>>,
     /// Whether each `-N` pattern, then each `-F` pattern, matched a function.
     matched: Vec<bool>,
+}
+
+/// What the replay knows of a function it has seen.
+pub(super) struct Known {
+    verdict: Match,
+    /// `name();`, `name() {` and `} /* name */` (grey comment on a terminal).
+    pub(super) leaf: Box<[u8]>,
+    pub(super) open: Box<[u8]>,
+    pub(super) close: Box<[u8]>,
 }
 
 impl<'s> Functions<'s> {
     pub(super) fn new(table: FunctionTable<'s>, opts: &ReplayOptions) -> Self {
         Functions {
             table,
-            verdicts: Vec::new(),
+            known: Vec::new(),
             matched: vec![false; opts.notrace.len() + opts.filters.len()],
         }
     }
@@ -111,28 +121,51 @@ impl<'s> Functions<'s> {
     }
 
     fn verdict(&mut self, fid: u32, opts: &ReplayOptions) -> Match {
+        self.known(fid, opts).verdict
+    }
+
+    /// What is known of function `fid`, found out the first time.
+    #[inline]
+    pub(super) fn known(&mut self, fid: u32, opts: &ReplayOptions) -> &Known {
         let i = fid as usize;
-        if i >= self.verdicts.len() {
-            self.verdicts.resize(i + 1, Match::Unknown);
+        if i >= self.known.len() {
+            self.known.resize_with(i + 1, || None);
         }
-        if self.verdicts[i] == Match::Unknown {
-            let f = self.table.function(fid);
-            let name = self.table.name_of(fid);
-            let mut verdict = Match::Neither;
-            // Patterns match symbol names; an unresolved address has none. -N wins over -F.
-            let patterns = opts.notrace.iter().map(|p| (p, Match::Out));
-            let patterns = patterns.chain(opts.filters.iter().map(|p| (p, Match::In)));
-            for (k, (pattern, on_match)) in patterns.enumerate() {
-                if f.resolved && pattern.matches(name) {
-                    self.matched[k] = true;
-                    if verdict == Match::Neither {
-                        verdict = on_match;
-                    }
+        if self.known[i].is_none() {
+            self.known[i] = Some(self.find_out(fid, opts));
+        }
+        self.known[i].as_ref().expect("just set")
+    }
+
+    #[cold]
+    fn find_out(&mut self, fid: u32, opts: &ReplayOptions) -> Known {
+        let f = self.table.function(fid);
+        let name = self.table.name_of(fid);
+        let mut verdict = Match::Neither;
+        // Patterns match symbol names; an unresolved address has none. -N wins over -F.
+        let patterns = opts.notrace.iter().map(|p| (p, Match::Out));
+        let patterns = patterns.chain(opts.filters.iter().map(|p| (p, Match::In)));
+        for (k, (pattern, on_match)) in patterns.enumerate() {
+            if f.resolved && pattern.matches(name) {
+                self.matched[k] = true;
+                if verdict == Match::Neither {
+                    verdict = on_match;
                 }
             }
-            self.verdicts[i] = verdict;
         }
-        self.verdicts[i]
+        // uftrace adds no parentheses to a name that ends with one (C++ signatures).
+        let parens = if name.ends_with(')') { "" } else { "()" };
+        let (gray, reset) = if opts.color {
+            (sgr::GRAY, sgr::RESET)
+        } else {
+            ("", "")
+        };
+        Known {
+            verdict,
+            leaf: format!("{name}{parens};").into_bytes().into(),
+            open: format!("{name}{parens} {{").into_bytes().into(),
+            close: format!("}}{gray} /* {name} */{reset}").into_bytes().into(),
+        }
     }
 }
 
@@ -264,7 +297,13 @@ impl LineFilter {
                     depth_before: self.depth_left,
                 };
                 if self.out_count == 0 {
-                    match funcs.verdict(fid, opts) {
+                    let no_patterns = opts.filters.is_empty() && opts.notrace.is_empty();
+                    let verdict = if no_patterns {
+                        Match::Neither
+                    } else {
+                        funcs.verdict(fid, opts)
+                    };
+                    match verdict {
                         Match::Out => {
                             self.out_count += 1;
                             call.notrace = true;
