@@ -246,7 +246,10 @@ pub fn write_info(
             &format!("thread {tid} is listed but has no {tid}.dat"),
         );
     }
-    t.0.push_str("#\n#    TID     records       calls    lost   first record         span\n");
+    t.0.push_str(&format!(
+        "#\n# {:>6}  {:>10}  {:>10}  {:>6}  {:>20}  span\n",
+        "TID", "records", "calls", "lost", "first record"
+    ));
     for d in &threads {
         t.0.push_str(&format!(
             "# {:>6}  {:>10}  {:>10}  {:>6}  {:>20}  {} sec\n",
