@@ -96,19 +96,23 @@ impl CallBalancer {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn time_of(&mut self, record_time: u64) -> u64 {
         let ts = record_time.saturating_add_signed(self.offset_ns);
         if ts < self.last_time {
-            self.repairs.time_inversions += 1;
-            return self.last_time;
+            return self.inverted();
         }
         self.last_time = ts;
         ts
     }
 
+    #[cold]
+    fn inverted(&mut self) -> u64 {
+        self.repairs.time_inversions += 1;
+        self.last_time
+    }
+
     /// Pops open calls at `depth` or deeper; returns how many.
-    #[inline]
     fn close_from_depth(&mut self, depth: u16) -> usize {
         let keep = self.open_depths.partition_point(|&open| open < depth);
         let closed = self.open_depths.len() - keep;
@@ -117,48 +121,83 @@ impl CallBalancer {
         closed
     }
 
-    /// Takes one record of the thread, in file order.
-    #[inline]
+    /// Takes one record of the thread, in file order. The balanced case is a few instructions
+    /// (every reader calls this per record); repairs are out of line.
+    #[inline(always)]
     pub fn step(&mut self, record: &Record) -> Step {
         let time = self.time_of(record.time);
-        let (close_first, then) = match record.kind {
-            RecordType::Entry => {
+        let plain = |then| Step {
+            time,
+            close_first: 0,
+            then,
+        };
+        match record.kind {
+            RecordType::Entry => match self.open_depths.last() {
                 // An open call at this depth or deeper means its exit was never recorded.
-                let closed = match self.open_depths.last() {
-                    Some(&open) if open >= record.depth => self.close_from_depth(record.depth),
-                    _ => 0,
-                };
-                self.open_depths.push(record.depth);
-                (closed, Then::Enter)
-            }
-            RecordType::Exit => {
-                let closed = match self.open_depths.last() {
-                    Some(&open) if open > record.depth => self.close_from_depth(record.depth + 1),
-                    _ => 0,
-                };
-                match self.open_depths.last() {
-                    Some(&open) if open == record.depth => {
-                        self.open_depths.pop();
-                        (closed, Then::Exit)
-                    }
-                    // The entry happened before tracing started (or was lost).
-                    _ => {
-                        self.repairs.unmatched_exits += 1;
-                        (closed, Then::Skip)
-                    }
+                Some(&open) if open >= record.depth => self.enter_after_missed_exits(record, time),
+                _ => {
+                    self.open_depths.push(record.depth);
+                    plain(Then::Enter)
                 }
+            },
+            RecordType::Exit => match self.open_depths.last() {
+                Some(&open) if open == record.depth => {
+                    self.open_depths.pop();
+                    plain(Then::Exit)
+                }
+                _ => self.unbalanced_exit(record, time),
+            },
+            RecordType::Lost | RecordType::Event => self.marker(record, time),
+        }
+    }
+
+    #[cold]
+    fn enter_after_missed_exits(&mut self, record: &Record, time: u64) -> Step {
+        let close_first = self.close_from_depth(record.depth);
+        self.open_depths.push(record.depth);
+        Step {
+            time,
+            close_first,
+            then: Then::Enter,
+        }
+    }
+
+    #[cold]
+    fn unbalanced_exit(&mut self, record: &Record, time: u64) -> Step {
+        let close_first = match self.open_depths.last() {
+            Some(&open) if open > record.depth => self.close_from_depth(record.depth + 1),
+            _ => 0,
+        };
+        let then = match self.open_depths.last() {
+            Some(&open) if open == record.depth => {
+                self.open_depths.pop();
+                Then::Exit
             }
-            RecordType::Lost => {
-                self.repairs.lost_markers += 1;
-                // A count from the file: many LOST records must not overflow the sum.
-                self.repairs.lost_records = self.repairs.lost_records.saturating_add(record.addr);
-                (0, Then::Lost { count: record.addr })
+            // The entry happened before tracing started (or was lost).
+            _ => {
+                self.repairs.unmatched_exits += 1;
+                Then::Skip
             }
-            RecordType::Event => (0, Then::Event { id: record.addr }),
         };
         Step {
             time,
             close_first,
+            then,
+        }
+    }
+
+    fn marker(&mut self, record: &Record, time: u64) -> Step {
+        let then = if record.kind == RecordType::Lost {
+            self.repairs.lost_markers += 1;
+            // A count from the file: many LOST records must not overflow the sum.
+            self.repairs.lost_records = self.repairs.lost_records.saturating_add(record.addr);
+            Then::Lost { count: record.addr }
+        } else {
+            Then::Event { id: record.addr }
+        };
+        Step {
+            time,
+            close_first: 0,
             then,
         }
     }
