@@ -107,13 +107,41 @@ fn diff_agrees_with_uftrace_report_diff() {
     )
     .unwrap();
     let ours = String::from_utf8(ours).unwrap();
-    let rows = |t: &str| -> String {
+    let rows = |t: &str| -> Vec<String> {
         t.lines()
             .filter(|l| !l.starts_with('#') || l.contains(": "))
-            .map(|l| format!("{l}\n"))
+            .map(str::to_string)
             .collect()
     };
-    assert_same("report --diff", &rows(&ours), &rows(&theirs));
+    let (mut mine, mut theirs) = (rows(&ours), rows(&theirs));
+    // uftrace orders changes of equal size but opposite sign by an inconsistent comparison
+    // (its rb-tree decides); ours puts them in name order. Same rows, and ours by size.
+    let sizes: Vec<f64> = mine[4..]
+        .iter()
+        .map(|row| {
+            let mut words = row.split_whitespace();
+            let value: f64 = words
+                .next()
+                .unwrap()
+                .trim_start_matches(['+', '-'])
+                .parse()
+                .unwrap();
+            let scale = match words.next().unwrap() {
+                "us" => 1e3,
+                "ms" => 1e6,
+                "s" => 1e9,
+                unit => panic!("unit {unit} in {row:?}"),
+            };
+            value * scale
+        })
+        .collect();
+    assert!(
+        sizes.windows(2).all(|w| w[0] >= w[1]),
+        "not sorted by the size of the change of total time:\n{ours}"
+    );
+    mine.sort();
+    theirs.sort();
+    assert_same("report --diff", &mine.join("\n"), &theirs.join("\n"));
     assert!(ours.contains("fib\n") && ours.contains("slow\n"), "{ours}");
 }
 
