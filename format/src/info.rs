@@ -682,6 +682,11 @@ impl Info {
     pub fn has_feature(&self, bits: u64) -> bool {
         self.feat_mask & bits == bits
     }
+
+    /// The memory line as the `meminfo` section writes it: `22.6 / 23.5 GB (free / total)`.
+    pub fn meminfo_text(&self) -> String {
+        format_meminfo(self.mem_free_kb, self.mem_total_kb)
+    }
 }
 
 const ARG_SPEC_PREFIXES: [&str; 6] = [

@@ -1,12 +1,18 @@
 //! The uftrace 0.13 trace format, owned in one place.
 //!
-//! The `record` module is `no_std` and allocation-free so that the in-process backend can
-//! write records directly. Everything that touches files lives behind the `std` feature:
+//! `no_std` and allocation-free, for the in-process backend and guests: [`record`] (the
+//! 16-byte records), [`pool`] (the trace pool and its chunk hand-over), [`abi`] (what the
+//! backend and its frontends exchange), [`stream`] (a guest's byte stream), [`stats`].
+//! Everything that touches files lives behind the `std` feature:
 //!
 //! - [`info`]: the `info` file (binary header + text sections), [`task`]: `task.txt`,
 //!   [`maps`]: `sid-SID.map`, [`sym`]: `basename.sym` files and uftrace-style demangling,
 //!   [`clock`]: `vftrace.clock` (ns <-> TSC), [`reader`]: fast `TID.dat` reading,
-//!   [`samples`]: `vftrace.samples` (stack samples taken from the host).
+//!   [`samples`]: `vftrace.samples` (stack samples taken from the host),
+//!   [`balance`]: properly nested calls out of damaged records.
+//! - [`pool_read`] and [`pool_drain`]: a pool's consumer (the in-process dump, `vftrace
+//!   record`, the host side of a guest); [`recording`]: what `vftrace record` tells the
+//!   programs it runs.
 //! - [`dir`]: [`dir::TraceDirWriter`] writes a directory uftrace 0.13 reads;
 //!   [`dir::TraceDir`] opens one (ours or uftrace's) and gives records and a
 //!   [`symbolizer::Symbolizer`].
@@ -23,6 +29,8 @@ pub mod pool;
 pub mod record;
 pub mod stats;
 
+#[cfg(feature = "std")]
+pub mod balance;
 #[cfg(feature = "std")]
 pub mod clock;
 #[cfg(feature = "std")]

@@ -20,6 +20,14 @@ enum Command {
     Kvm(cmd::kvm::Args),
     /// Convert a uftrace directory to Chrome trace JSON or Perfetto protobuf, streaming.
     Convert(cmd::convert::Args),
+    /// Per-function calls, total, self, avg/min/max time of a trace (as `uftrace report`).
+    Report(cmd::report::Args),
+    /// The call tree of a trace with durations (as `uftrace replay`).
+    Replay(cmd::replay::Args),
+    /// What a trace recorded: program, threads, records, lost records, clock, time span.
+    Info(cmd::info::Args),
+    /// A flame graph (SVG) of a trace's inclusive time, or of a file of folded stacks.
+    Flame(cmd::flame::Args),
     /// Put a guest trace, host KVM events and host program traces on one timeline.
     Merge(cmd::merge::Args),
     /// Write a uftrace .sym file for an ELF file, relocated to a load address.
@@ -43,6 +51,10 @@ fn main() -> std::process::ExitCode {
         Command::Record(a) => return cmd::record::run(a),
         Command::Kvm(a) => cmd::kvm::run(a),
         Command::Convert(a) => cmd::convert::run(a),
+        Command::Report(a) => cmd::report::run(a),
+        Command::Replay(a) => cmd::replay::run(a),
+        Command::Info(a) => cmd::info::run(a),
+        Command::Flame(a) => cmd::flame::run(a),
         Command::Merge(a) => cmd::merge::run(a),
         Command::Sym(a) => cmd::sym::run(a),
         Command::Capture(a) => cmd::capture::run(a),

@@ -280,7 +280,7 @@ pub fn convert_dir(
         summary.threads += 1;
         summary.records += count;
         summary.slices += timeline.slices;
-        summary.repairs.add(&timeline.repairs);
+        summary.repairs.add(timeline.repairs());
         match result {
             Err(ConvertError::Records(e)) if opts.lenient => summary.damaged.push(e),
             r => r?,

@@ -1,56 +1,24 @@
 //! Turns one thread's uftrace records into balanced slices on a [`TimelineSink`] track.
 //!
-//! uftrace's own converters trust the records to be balanced; these do not: a LOST record, an
-//! exit whose entry was never recorded (tracing enabled mid-stack) or an entry that never
-//! exits (the program ended or crashed) still give well-nested output.
+//! uftrace's own converters trust the records to be balanced; these do not: the format crate's
+//! [`CallBalancer`] repairs a LOST record, an exit whose entry was never recorded (tracing
+//! enabled mid-stack) or an entry that never exits (the program ended or crashed), so the
+//! output is always well nested.
 
 use std::io;
 
-use vftrace_format::record::{Record, RecordType};
+pub use vftrace_format::balance::Repairs;
+use vftrace_format::balance::{CallBalancer, Then};
+use vftrace_format::record::Record;
 
 use crate::{ArgValue, TimelineSink};
-
-/// What went wrong with the records of a thread (all of it repaired in the output).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Repairs {
-    /// Records lost according to LOST records (sum of their counts).
-    pub lost_records: u64,
-    /// LOST records seen.
-    pub lost_markers: u64,
-    /// Exits without a matching entry, skipped.
-    pub unmatched_exits: u64,
-    /// Slices closed early because a record at a shallower depth showed their exit was missed.
-    pub closed_by_depth: u64,
-    /// Slices still open at the end of the thread, closed at its last timestamp.
-    pub closed_at_end: u64,
-    /// Records older than the one before them; their time was raised to keep slices valid.
-    pub time_inversions: u64,
-}
-
-impl Repairs {
-    pub fn add(&mut self, other: &Repairs) {
-        self.lost_records = self.lost_records.saturating_add(other.lost_records);
-        self.lost_markers += other.lost_markers;
-        self.unmatched_exits += other.unmatched_exits;
-        self.closed_by_depth += other.closed_by_depth;
-        self.closed_at_end += other.closed_at_end;
-        self.time_inversions += other.time_inversions;
-    }
-}
 
 /// The open slices of one thread and where its output goes.
 pub struct ThreadTimeline {
     pid: u32,
     tid: u32,
-    /// Added to every record time.
-    offset_ns: i64,
-    /// uftrace depth of each open slice, strictly increasing from the bottom. Depths are 10-bit
-    /// values, so this never holds more than 1024 entries.
-    open_depths: Vec<u16>,
-    /// Output time of the latest event; nothing is written earlier than this.
-    last_ts: u64,
+    calls: CallBalancer,
     pub slices: u64,
-    pub repairs: Repairs,
 }
 
 impl ThreadTimeline {
@@ -58,43 +26,9 @@ impl ThreadTimeline {
         ThreadTimeline {
             pid,
             tid,
-            offset_ns,
-            open_depths: Vec::with_capacity(64),
-            last_ts: 0,
+            calls: CallBalancer::new(offset_ns),
             slices: 0,
-            repairs: Repairs::default(),
         }
-    }
-
-    /// The output time of a record: shifted by the offset, never before the previous event.
-    #[inline]
-    fn time_of(&mut self, record_time: u64) -> u64 {
-        let ts = record_time.saturating_add_signed(self.offset_ns);
-        if ts < self.last_ts {
-            self.repairs.time_inversions += 1;
-            return self.last_ts;
-        }
-        self.last_ts = ts;
-        ts
-    }
-
-    /// Closes open slices while the innermost one is at `depth` or deeper.
-    #[inline]
-    fn close_from_depth(
-        &mut self,
-        sink: &mut dyn TimelineSink,
-        depth: u16,
-        ts: u64,
-    ) -> io::Result<()> {
-        while let Some(&open) = self.open_depths.last() {
-            if open < depth {
-                break;
-            }
-            self.open_depths.pop();
-            self.repairs.closed_by_depth += 1;
-            sink.end(self.pid, self.tid, ts)?;
-        }
-        Ok(())
     }
 
     /// Adds one record. `name_of(addr)` names the function of an entry.
@@ -105,71 +39,52 @@ impl ThreadTimeline {
         record: &Record,
         name_of: impl FnOnce(u64) -> &'n str,
     ) -> io::Result<()> {
-        let ts = self.time_of(record.time);
-        match record.kind {
-            RecordType::Entry => {
-                // An open slice at this depth or deeper means its exit was never recorded.
-                if matches!(self.open_depths.last(), Some(&open) if open >= record.depth) {
-                    self.close_from_depth(sink, record.depth, ts)?;
-                }
-                self.open_depths.push(record.depth);
+        let step = self.calls.step(record);
+        let ts = step.time;
+        for _ in 0..step.close_first {
+            sink.end(self.pid, self.tid, ts)?;
+        }
+        match step.then {
+            Then::Enter => {
                 self.slices += 1;
                 sink.begin(self.pid, self.tid, ts, name_of(record.addr))
             }
-            RecordType::Exit => {
-                if matches!(self.open_depths.last(), Some(&open) if open > record.depth) {
-                    self.close_from_depth(sink, record.depth + 1, ts)?;
-                }
-                match self.open_depths.last() {
-                    Some(&open) if open == record.depth => {
-                        self.open_depths.pop();
-                        sink.end(self.pid, self.tid, ts)
-                    }
-                    // The entry happened before tracing started (or was lost): nothing to close.
-                    _ => {
-                        self.repairs.unmatched_exits += 1;
-                        Ok(())
-                    }
-                }
-            }
-            RecordType::Lost => {
-                self.repairs.lost_markers += 1;
-                // A count from the file: many LOST records must not overflow the sum.
-                self.repairs.lost_records = self.repairs.lost_records.saturating_add(record.addr);
-                let name = format!("lost {} records", record.addr);
+            Then::Exit => sink.end(self.pid, self.tid, ts),
+            Then::Skip => Ok(()),
+            Then::Lost { count } => {
+                let name = format!("lost {count} records");
                 sink.instant(
                     self.pid,
                     self.tid,
                     ts,
                     &name,
-                    &[("count", ArgValue::U64(record.addr))],
+                    &[("count", ArgValue::U64(count))],
                 )
             }
-            RecordType::Event => {
-                let name = format!("event {:#x}", record.addr);
-                sink.instant(
-                    self.pid,
-                    self.tid,
-                    ts,
-                    &name,
-                    &[("id", ArgValue::U64(record.addr))],
-                )
+            Then::Event { id } => {
+                let name = format!("event {id:#x}");
+                sink.instant(self.pid, self.tid, ts, &name, &[("id", ArgValue::U64(id))])
             }
         }
     }
 
     /// Closes every slice still open at the thread's last timestamp.
     pub fn finish(&mut self, sink: &mut dyn TimelineSink) -> io::Result<()> {
-        while self.open_depths.pop().is_some() {
-            self.repairs.closed_at_end += 1;
-            sink.end(self.pid, self.tid, self.last_ts)?;
+        let (last, open) = self.calls.finish();
+        for _ in 0..open {
+            sink.end(self.pid, self.tid, last)?;
         }
         Ok(())
     }
 
+    /// What had to be repaired so far.
+    pub fn repairs(&self) -> &Repairs {
+        &self.calls.repairs
+    }
+
     /// Number of slices open right now.
     pub fn open_slices(&self) -> usize {
-        self.open_depths.len()
+        self.calls.open_calls()
     }
 }
 
@@ -177,6 +92,7 @@ impl ThreadTimeline {
 mod tests {
     use super::*;
     use crate::ChromeJsonWriter;
+    use vftrace_format::record::RecordType;
 
     /// Converts records and returns the parsed Chrome JSON events.
     fn convert(records: &[Record]) -> (Vec<serde_json::Value>, ThreadTimeline) {
@@ -233,7 +149,7 @@ mod tests {
             slices(&events),
             [("g".into(), 2.0, 3.0, 1), ("f".into(), 1.0, 4.0, 0)]
         );
-        assert_eq!(t.repairs, Repairs::default());
+        assert_eq!(*t.repairs(), Repairs::default());
     }
 
     #[test]
@@ -246,7 +162,7 @@ mod tests {
             exit(4000, 0, 0x10),
         ]);
         assert_eq!(slices(&events), [("f".into(), 1.0, 2.0, 0)]);
-        assert_eq!(t.repairs.unmatched_exits, 2);
+        assert_eq!(t.repairs().unmatched_exits, 2);
     }
 
     #[test]
@@ -265,7 +181,7 @@ mod tests {
                 ("f".into(), 1.0, 3.5, 0)
             ]
         );
-        assert_eq!(t.repairs.closed_at_end, 2);
+        assert_eq!(t.repairs().closed_at_end, 2);
     }
 
     #[test]
@@ -290,8 +206,8 @@ mod tests {
         assert_eq!(lost.len(), 1);
         assert_eq!(lost[0]["name"], "lost 5 records");
         assert_eq!(lost[0]["args"]["count"], 5);
-        assert_eq!(t.repairs.lost_records, 5);
-        assert_eq!(t.repairs.closed_by_depth, 2);
+        assert_eq!(t.repairs().lost_records, 5);
+        assert_eq!(t.repairs().closed_by_depth, 2);
     }
 
     #[test]
@@ -303,7 +219,7 @@ mod tests {
             exit(3000, 0, 0x10),
         ]);
         assert_eq!(slices(&events).len(), 3);
-        assert_eq!(t.repairs.closed_by_depth, 2);
+        assert_eq!(t.repairs().closed_by_depth, 2);
     }
 
     #[test]
@@ -315,7 +231,7 @@ mod tests {
             exit(7000, 0, 0x10),
         ]);
         assert_eq!(slices(&events)[0], ("g".into(), 5.0, 6.0, 1));
-        assert_eq!(t.repairs.time_inversions, 1);
+        assert_eq!(t.repairs().time_inversions, 1);
     }
 
     #[test]

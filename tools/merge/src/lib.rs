@@ -785,7 +785,7 @@ fn stream_records(
 }
 
 fn note_repairs(warnings: &mut Vec<String>, dir: &Path, tid: u32, timeline: &ThreadTimeline) {
-    let r = &timeline.repairs;
+    let r = timeline.repairs();
     if r.lost_records > 0 || r.time_inversions > 0 {
         warnings.push(format!(
             "{} tid {tid}: {} records lost, {} timestamps out of order (clamped)",

@@ -3,10 +3,14 @@ pub mod capture;
 pub mod convert;
 pub mod demo;
 pub mod demo_profile;
+pub mod flame;
+pub mod info;
 pub mod kvm;
 pub mod merge;
-pub mod record;
 pub mod profile;
+pub mod record;
+pub mod replay;
+pub mod report;
 pub mod sym;
 
 /// A number as users type addresses and ports: decimal, or hex with 0x.
