@@ -11,8 +11,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use vftrace_testsupport::{require, vftrace_cli};
 
-/// Record mode waits for `vftrace record` (issue 9).
-pub const RECORD_GATE: &str = "VFTRACE_CORPUS_RECORD";
 /// Runs uftrace where the expected file says it is wrong, to check that it still is (and to
 /// show how): a verdict that no longer holds fails.
 pub const VERDICT_CHECK: &str = "VFTRACE_CORPUS_UFTRACE_VERDICTS";
@@ -49,9 +47,6 @@ pub fn check(p: &Program) {
                 Some(format!("uftrace 0.13 is wrong here: {why}"))
             }
             (Mode::Uftrace, UftraceVerdict::NotApplicable(why)) => Some(why.clone()),
-            (Mode::Record, _) if !env_is_1(RECORD_GATE) => Some(format!(
-                "waits for `vftrace record` (issue 9); {RECORD_GATE}=1 runs it"
-            )),
             _ => None,
         };
         if let Some(why) = skip {

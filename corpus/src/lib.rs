@@ -11,6 +11,6 @@ mod normal;
 mod outcome;
 mod program;
 
-pub use check::{check, RECORD_GATE};
+pub use check::check;
 pub use compile::corpus_dir;
 pub use program::{Ended, Lang, Mode, Program, RECORDER_MODES};

@@ -18,8 +18,7 @@ pub enum Mode {
     InProcess,
     /// `uftrace record` on the untraced binary: the reference.
     Uftrace,
-    /// `vftrace record -d DIR -- PROG ARGS` on the untraced binary (issue 9). Runs only with
-    /// VFTRACE_CORPUS_RECORD=1 until the command exists.
+    /// `vftrace record -d DIR -- PROG ARGS` on the untraced binary.
     Record,
 }
 

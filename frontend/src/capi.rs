@@ -50,9 +50,10 @@ pub unsafe extern "C" fn vftrace_dump(dir: *const c_char) -> c_int {
         .into_owned();
     match crate::dump(&dir) {
         Ok(s) => {
-            match &s.recorded_by {
-                Some(by) => eprintln!("vftrace: recorded by `vftrace record` into {by}"),
-                None => eprintln!("vftrace: wrote {dir}: {}", s.describe()),
+            if s.recorded {
+                eprintln!("vftrace: {}", s.describe());
+            } else {
+                eprintln!("vftrace: wrote {dir}: {}", s.describe());
             }
             0
         }

@@ -99,8 +99,8 @@ pub struct DumpSummary {
     /// False if exceptions and panics through traced frames cannot work in this program (its
     /// unwinder is linked statically, so the tracer cannot wrap it).
     pub unwinder_wrapped: bool,
-    /// Where the trace is: `dir`, or the recorder's directory under `vftrace record`.
-    pub recorded_by: Option<String>,
+    /// Under `vftrace record`: the recorder writes the trace directory, not the dump.
+    pub recorded: bool,
 }
 
 impl DumpSummary {
@@ -111,6 +111,9 @@ impl DumpSummary {
 }
 
 fn describe(s: &DumpSummary) -> String {
+    if s.recorded {
+        return "recorded by `vftrace record` (it writes the trace directory)".into();
+    }
     let mut line = format!("{} threads, {} records", s.threads, s.records);
     if s.lost > 0 {
         line += &format!(", {} records lost (buffer full)", s.lost);
@@ -153,7 +156,8 @@ fn dump_to(dir: &Path) -> io::Result<DumpSummary> {
         .ok_or_else(|| io::Error::other("vftrace::dump called before vftrace::init"))?;
     if session.recorded {
         return Ok(DumpSummary {
-            recorded_by: Some(std::env::var(os::RECORD_DIR_VAR).unwrap_or_default()),
+            recorded: true,
+            unwinder_wrapped: session.unwinder_wrapped,
             ..DumpSummary::default()
         });
     }

@@ -199,12 +199,52 @@ pub enum SymError {
     NotInTraceMap { dir: PathBuf, name: String },
 }
 
+/// What a program is, as far as tracing it goes; unlike [`elf_functions`] this works on a
+/// stripped file too (the dynamic symbol table still names `mcount`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ImageFacts {
+    /// Some code calls (or defines) `mcount`, `_mcount` or `__fentry__`.
+    pub instrumented: bool,
+    /// It has a program interpreter: a dynamically linked executable.
+    pub has_interpreter: bool,
+    /// It defines vftrace's backend (it links libvftrace.a or the `vftrace` crate).
+    pub links_vftrace: bool,
+}
+
+/// [`ImageFacts`] of the ELF file at `path`.
+pub fn image_facts(path: &Path) -> Result<ImageFacts, SymError> {
+    let data = read_elf(path)?;
+    if !data.starts_with(ELF_MAGIC) {
+        return Err(SymError::Parse {
+            path: path.to_owned(),
+            reason: "no ELF magic at offset 0".into(),
+        });
+    }
+    let file = object::File::parse(&*data).map_err(|e| SymError::Parse {
+        path: path.to_owned(),
+        reason: e.to_string(),
+    })?;
+    let names = || file.symbols().chain(file.dynamic_symbols());
+    Ok(ImageFacts {
+        instrumented: names().any(|s| matches!(s.name(), Ok("mcount" | "_mcount" | "__fentry__"))),
+        has_interpreter: file.section_by_name(".interp").is_some(),
+        links_vftrace: names().any(|s| !s.is_undefined() && s.name() == Ok("vftrace_backend_init")),
+    })
+}
+
 /// Reads the function symbols and image information of the ELF file at `path`.
 ///
 /// Uses `.symtab`, or `.dynsym` when the file was stripped. Undefined and zero-address symbols
 /// are skipped. Errors name the file; corrupt or truncated input never panics. The magic is
 /// checked before the rest is read, and files over [`MAX_ELF_BYTES`] are refused.
 pub fn elf_functions(path: &Path) -> Result<ElfSymbols, SymError> {
+    parse_elf(&read_elf(path)?, path)
+}
+
+/// The bytes of an ELF file, capped at [`MAX_ELF_BYTES`]; a file without the ELF magic is not
+/// read further (it may be huge, or /dev/zero): its first bytes are returned for the parser to
+/// refuse.
+fn read_elf(path: &Path) -> Result<Vec<u8>, SymError> {
     let read_err = |error| SymError::Read {
         path: path.to_owned(),
         error,
@@ -213,13 +253,11 @@ pub fn elf_functions(path: &Path) -> Result<ElfSymbols, SymError> {
     let got = File::open(path)
         .and_then(|f| f.take(4).read(&mut magic))
         .map_err(read_err)?;
-    // Not an ELF file: say so without reading it (it may be huge, or /dev/zero).
-    let data = if magic[..got] == ELF_MAGIC[..] {
-        vftrace_format::output::read_capped(path, MAX_ELF_BYTES).map_err(read_err)?
+    if magic[..got] == ELF_MAGIC[..] {
+        vftrace_format::output::read_capped(path, MAX_ELF_BYTES).map_err(read_err)
     } else {
-        magic[..got].to_vec()
-    };
-    parse_elf(&data, path)
+        Ok(magic[..got].to_vec())
+    }
 }
 
 /// [`elf_functions`] of an image already in memory; `path` names it in errors and results.

@@ -8,9 +8,6 @@ use vftrace_format::info::Info;
 use vftrace_format::maps::{self, MapEntry};
 use vftrace_format::pool::Pool;
 
-/// Not used on Hermit (there is no `vftrace record` inside a unikernel).
-pub const RECORD_DIR_VAR: &str = "VFTRACE_DIR";
-
 /// Threads (Hermit tasks) traced at once.
 const MAX_LIVE_THREADS: usize = 32;
 

@@ -17,19 +17,16 @@ pub struct Program {
 /// Resolves `name` (a path, or a command name looked up on PATH) and checks it.
 pub fn find(name: &str) -> anyhow::Result<Program> {
     let path = resolve(name)?;
-    let symbols = vftrace_symbols::elf_functions(&path)
+    let facts = vftrace_symbols::image_facts(&path)
         .with_context(|| format!("{} is not an ELF executable vftrace can read", path.display()))?;
-    let links_vftrace = symbols
-        .functions
-        .iter()
-        .any(|f| f.name == "vftrace_backend_init");
-    if !symbols.instrumented {
+    let links_vftrace = facts.links_vftrace;
+    if !facts.instrumented {
         bail!(
             "no mcount calls found in {}; build with -pg (gcc/clang), -pg -mfentry, or -Z instrument-mcount (rustc)",
             path.display()
         );
     }
-    if !symbols.has_interpreter && !links_vftrace {
+    if !facts.has_interpreter && !links_vftrace {
         bail!(
             "{} is statically linked, so vftrace's mcount cannot be preloaded into it; link it dynamically, or link it with libvftrace.a",
             path.display()

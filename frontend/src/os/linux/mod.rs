@@ -5,7 +5,7 @@ pub mod recorder;
 pub mod unwind;
 
 pub use platform::{install, platform};
-pub use recorder::{announce_fork, announce_session, recorder_pool, RECORD_DIR_VAR};
+pub use recorder::{announce_fork, announce_session, recorder_pool};
 pub use unwind::wrapped as unwinder_wrapped;
 
 use crate::backend::{state_size, InitError};

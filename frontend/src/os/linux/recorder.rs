@@ -7,9 +7,6 @@ use std::os::unix::ffi::OsStrExt;
 use vftrace_format::pool::{message_kind, ForkMessage, Pool, SessionMessage, MESSAGE_PAYLOAD};
 use vftrace_format::recording::{DEPTH_VAR, DIR_VAR, POOL_VAR, TIME_FILTER_VAR};
 
-/// Where the recorder writes the trace.
-pub const RECORD_DIR_VAR: &str = DIR_VAR;
-
 /// The recorder's pool, mapped into this process, and the options it asked for.
 pub struct Attached {
     pub pool: Pool,
