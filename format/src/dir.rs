@@ -180,6 +180,45 @@ impl TraceDirWriter {
         result
     }
 
+    /// Appends records that are already in the file format (`bytes`: whole 16-byte records,
+    /// times from `first_time` to `last_time` in order), without copying them into the buffer:
+    /// for a consumer that converted a chunk where it lies. The same rules as
+    /// [`TraceDirWriter::write_records`] hold; records buffered for `tid` go first.
+    pub fn write_raw_records(
+        &mut self,
+        tid: u32,
+        bytes: &[u8],
+        first_time: u64,
+        last_time: u64,
+    ) -> io::Result<()> {
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        if bytes.len() % RECORD_SIZE != 0 || last_time < first_time {
+            return Err(invalid(format!("tid {tid}: raw records must be whole and in time order")));
+        }
+        let last = self.tids.get(&tid).map_or(0, |d| d.last_time);
+        if first_time < last {
+            return Err(invalid(format!(
+                "tid {tid}: a record at time {first_time} is earlier than the previous record at {last}; uftrace stops reading at inverted time"
+            )));
+        }
+        self.flush_tid(tid)?;
+        let path = self.path.join(data_file_name(tid));
+        let data = self.tids.entry(tid).or_default();
+        if data.count == 0 {
+            data.first_time = Some(first_time);
+        }
+        data.count += (bytes.len() / RECORD_SIZE) as u64;
+        data.last_time = last_time;
+        let mut f = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| with_path(e, &path))?;
+        f.write_all(bytes).map_err(|e| with_path(e, &path))
+    }
+
     fn flush_tid(&mut self, tid: u32) -> io::Result<()> {
         let path = self.path.join(data_file_name(tid));
         let Some(data) = self.tids.get_mut(&tid) else {

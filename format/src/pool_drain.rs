@@ -173,22 +173,14 @@ impl Drain {
                 break;
             }
             if t.cut.is_none() {
-                self.raw.clear();
-                self.out.clear();
-                match pool_read::read_chunk(&self.pool, c, &mut self.raw) {
-                    Ok(Some(_)) => {
-                        if let Err((k, e)) = t.records.push(&self.raw, &mut self.out) {
-                            t.cut = Some(format!("chunk {} record {k}: {e}", c.index));
-                        }
-                    }
-                    Ok(None) => {}
-                    Err(e) => t.cut = Some(format!("chunk {}: {e}", c.index)),
-                }
-                let tid = t.info.tid as u32;
-                t.written += self.out.len() as u64;
-                self.totals.records += self.out.len() as u64;
-                self.totals.bytes += 16 * self.out.len() as u64;
-                writer.write_records(tid, self.out.drain(..))?;
+                let written = if ring {
+                    Self::copy_chunk(&self.pool, c, t, &mut self.raw, &mut self.out, writer)?
+                } else {
+                    Self::write_chunk_in_place(&self.pool, c, t, writer)?
+                };
+                t.written += written;
+                self.totals.records += written;
+                self.totals.bytes += 16 * written;
             }
             t.next_seq = c.seq + 1;
             t.ended |= c.last;
@@ -201,6 +193,62 @@ impl Drain {
             }
         }
         Ok(drained)
+    }
+
+    /// A chunk whose records need repair (a ring's): copied out, converted, written.
+    fn copy_chunk(
+        pool: &Pool,
+        c: &ChunkRef,
+        t: &mut Thread,
+        raw: &mut Vec<[u64; 2]>,
+        out: &mut Vec<Record>,
+        writer: &mut TraceDirWriter,
+    ) -> std::io::Result<u64> {
+        raw.clear();
+        out.clear();
+        match pool_read::read_chunk(pool, c, raw) {
+            Ok(Some(_)) => {
+                if let Err((k, e)) = t.records.push(raw, out) {
+                    t.cut = Some(format!("chunk {} record {k}: {e}", c.index));
+                }
+            }
+            Ok(None) => {}
+            Err(e) => t.cut = Some(format!("chunk {}: {e}", c.index)),
+        }
+        let n = out.len() as u64;
+        writer.write_records(t.info.tid as u32, out.drain(..))?;
+        Ok(n)
+    }
+
+    /// A published chunk, the consumer's until it is handed back: converted where it lies and
+    /// written to the file straight from the pool.
+    fn write_chunk_in_place(
+        pool: &Pool,
+        c: &ChunkRef,
+        t: &mut Thread,
+        writer: &mut TraceDirWriter,
+    ) -> std::io::Result<u64> {
+        let (data, count) = match pool.readable(c.index) {
+            Ok(r) => r,
+            Err(e) => {
+                t.cut = Some(format!("chunk {}: {e}", c.index));
+                return Ok(0);
+            }
+        };
+        // SAFETY: `readable` bounded the records by the chunk; a published chunk (or one whose
+        // writer is gone, at the end) is not written by anyone else until it is handed back.
+        let records = unsafe { std::slice::from_raw_parts_mut(data as *mut [u64; 2], count) };
+        let done = t.records.convert_in_place(records);
+        if let Some((k, e)) = done.error {
+            t.cut = Some(format!("chunk {} record {k}: {e}", c.index));
+        }
+        let (good, Some((first, last))) = (done.count, done.times) else {
+            return Ok(0);
+        };
+        // SAFETY: `good` whole records, converted above.
+        let bytes = unsafe { std::slice::from_raw_parts(records.as_ptr() as *const u8, good * 16) };
+        writer.write_raw_records(t.info.tid as u32, bytes, first, last)?;
+        Ok(good as u64)
     }
 
     /// Slots of threads that ended and whose last chunk is written: their final counters are

@@ -120,6 +120,17 @@ pub fn read_chunk(pool: &Pool, c: &ChunkRef, out: &mut Vec<[u64; 2]>) -> Result<
     Ok(Some(count))
 }
 
+/// What [`ThreadRecords::convert_in_place`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Converted {
+    /// Records converted (from the start).
+    pub count: usize,
+    /// Times of the first and last of them.
+    pub times: Option<(u64, u64)>,
+    /// What stopped it: the index of a word that is not a record.
+    pub error: Option<(usize, crate::record::RecordError)>,
+}
+
 /// Turns one thread's raw records (TSC times, in chunk order) into the records of its `TID.dat`:
 /// nanosecond times, ring-mode repair (no exit without its entry), and LOST records for what
 /// the thread could not keep, where it is known.
@@ -181,6 +192,42 @@ impl ThreadRecords {
         Ok(())
     }
 
+    /// The fast path of [`ThreadRecords::push`] for a trace without repair (not a ring): the
+    /// records are converted where they lie (to little-endian file records), so that they can
+    /// be written out without a copy. Stops at the first word that is not a record. Returns how
+    /// many were converted, the times of the first and last of them, and the error if one
+    /// stopped it.
+    pub fn convert_in_place(&mut self, raw: &mut [[u64; 2]]) -> Converted {
+        use crate::record::{RecordError, RecordType, RECORD_MAGIC};
+        assert!(self.repair.is_none(), "a ring's records are repaired, not converted in place");
+        let mut last = self.last.map_or(0, |r| r.time);
+        let mut out = Converted::default();
+        let mut last_word = 0;
+        for (k, rec) in raw.iter_mut().enumerate() {
+            let word = rec[1];
+            let magic = ((word >> 3) & 7) as u8;
+            if u64::from(magic) != RECORD_MAGIC {
+                out.error = Some((k, RecordError::BadMagic(magic)));
+                break;
+            }
+            if word & 3 == RecordType::Lost as u64 {
+                self.announced = self.announced.saturating_add(word >> 16);
+            }
+            let t = self.to_ns.convert(rec[0]).max(last);
+            last = t;
+            out.times.get_or_insert((t, t)).1 = t;
+            out.count = k + 1;
+            last_word = word;
+            rec[0] = t.to_le();
+            rec[1] = word.to_le();
+        }
+        if let Some((first, last)) = out.times {
+            self.first_ns.get_or_insert(first);
+            self.last = crate::record::Record::from_words(last, last_word).ok();
+        }
+        out
+    }
+
     /// Time of the first record kept.
     pub fn first_ns(&self) -> Option<u64> {
         self.first_ns
@@ -199,5 +246,57 @@ impl ThreadRecords {
             self.announced = self.announced.saturating_add(rest);
             out.push(r);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::{ClockMap, ClockSource};
+    use crate::record::{pack_word, RecordType};
+
+    fn raw() -> Vec<[u64; 2]> {
+        vec![
+            [1000, pack_word(RecordType::Entry, 0, 0x400100)],
+            [1500, pack_word(RecordType::Lost, 1, 7)],
+            [1400, pack_word(RecordType::Entry, 1, 0x400200)],
+            [2600, pack_word(RecordType::Exit, 1, 0x400200)],
+            [3000, pack_word(RecordType::Exit, 0, 0x400100)],
+        ]
+    }
+
+    #[test]
+    fn converting_in_place_gives_what_push_gives() {
+        let clock = ClockMap::new(2.5e9, 1000, 5_000, ClockSource::Host);
+        let mut slow = ThreadRecords::new(clock.converter(), false, 0);
+        let mut out = Vec::new();
+        slow.push(&raw(), &mut out).unwrap();
+        let mut fast = ThreadRecords::new(clock.converter(), false, 0);
+        let mut records = raw();
+        let done = fast.convert_in_place(&mut records);
+        assert_eq!((done.count, done.error), (5, None));
+        let bytes: Vec<u8> = out.iter().flat_map(|r| r.to_bytes()).collect();
+        let in_place: Vec<u8> = records.iter().flat_map(|[t, w]| [t.to_le_bytes(), w.to_le_bytes()].concat()).collect();
+        assert_eq!(bytes, in_place);
+        assert_eq!(done.times, Some((out[0].time, out[4].time)));
+        // Times never go back (the backward 1400 is clamped), LOST counts are kept.
+        assert!(out.windows(2).all(|w| w[0].time <= w[1].time));
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        slow.finish(10, 0, &mut a);
+        fast.finish(10, 0, &mut b);
+        assert_eq!(a, b);
+        assert_eq!(a[0].addr, 3);
+    }
+
+    #[test]
+    fn converting_stops_at_a_word_that_is_not_a_record() {
+        let clock = ClockMap::new(1e9, 0, 0, ClockSource::Host);
+        let mut t = ThreadRecords::new(clock.converter(), false, 0);
+        let mut records = raw();
+        records[3][1] = 0;
+        let done = t.convert_in_place(&mut records);
+        assert_eq!(done.count, 3);
+        assert_eq!(done.error.map(|(k, _)| k), Some(3));
+        assert_eq!(t.first_ns(), Some(1000));
     }
 }
