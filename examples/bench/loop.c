@@ -12,6 +12,9 @@
  *
  * With BENCH_PERF_CTL=CTL_FIFO,ACK_FIFO (perf stat --control fifo:... -D -1), a one-thread run
  * enables perf's counters just around the loop (not the tracer's setup or dump).
+ *
+ * With BENCH_RATE=R, each thread makes its N calls at R calls per second (in slices of 1024,
+ * waiting between them), so that scripts/bench-record can offer the recorder a given rate.
  */
 #include <pthread.h>
 #include <stdio.h>
@@ -44,7 +47,22 @@ static double clock_ns(clockid_t clock) {
 }
 
 static unsigned long calls;
+static double rate; /* calls per second per thread, 0: as fast as possible */
 static pthread_barrier_t start_line;
+
+/* The loop at `rate` calls per second: slices of 1024 calls, each started on schedule. */
+static unsigned long paced_loop(unsigned long n) {
+    unsigned long acc = 0, done = 0;
+    double start = clock_ns(CLOCK_MONOTONIC);
+    while (done < n) {
+        unsigned long slice = n - done < 1024 ? n - done : 1024;
+        acc ^= call_loop(slice);
+        done += slice;
+        while (clock_ns(CLOCK_MONOTONIC) - start < done * 1e9 / rate) {
+        }
+    }
+    return acc;
+}
 
 struct result {
     double wall_ns, cpu_ns;
@@ -55,7 +73,7 @@ static void *run(void *out) {
     struct result *r = out;
     pthread_barrier_wait(&start_line);
     double wall = clock_ns(CLOCK_MONOTONIC), cpu = clock_ns(CLOCK_THREAD_CPUTIME_ID);
-    r->acc = call_loop(calls);
+    r->acc = rate > 0 ? paced_loop(calls) : call_loop(calls);
     r->cpu_ns = (clock_ns(CLOCK_THREAD_CPUTIME_ID) - cpu) / calls;
     r->wall_ns = (clock_ns(CLOCK_MONOTONIC) - wall) / calls;
     return NULL;
@@ -90,6 +108,8 @@ int main(int argc, char **argv) {
     }
     calls = strtoul(argv[1], NULL, 10);
     int threads = argc > 2 ? atoi(argv[2]) : 1;
+    const char *paced = getenv("BENCH_RATE");
+    rate = paced ? strtod(paced, NULL) : 0;
     if (calls == 0 || threads < 1 || threads > 64) {
         fprintf(stderr, "N must be > 0 and THREADS 1..64\n");
         return 2;

@@ -126,15 +126,21 @@ extern "C" fn fatal(message: *const u8, len: usize) -> ! {
     }
 }
 
-/// Zeroed, lazily mapped private memory for the rest of the program (page aligned).
-pub fn map_private(bytes: usize) -> Result<*mut u8, InitError> {
+/// Zeroed private memory for the rest of the program (page aligned). `populate`: mapped in at
+/// once; otherwise page by page as it is first touched.
+pub fn map_private(bytes: usize, populate: bool) -> Result<*mut u8, InitError> {
+    let flags = if populate {
+        libc::MAP_POPULATE
+    } else {
+        libc::MAP_NORESERVE
+    };
     // SAFETY: an anonymous private mapping; never unmapped.
     let p = unsafe {
         libc::mmap(
             std::ptr::null_mut(),
             bytes.max(1),
             libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | flags,
             -1,
             0,
         )
