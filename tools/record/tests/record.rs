@@ -106,7 +106,7 @@ fn a_killed_program_keeps_its_trace_and_says_how_it_ended() {
     let dir = scratch("record-killed");
     let ready = dir.with_extension("ready");
     let _ = std::fs::remove_file(&ready);
-    let mut child = Command::new(vftrace_cli())
+    let child = Command::new(vftrace_cli())
         .arg("record")
         .arg("-d")
         .arg(&dir)
