@@ -62,8 +62,8 @@ pub unsafe extern "C" fn on_entry(st: *mut ThreadState, slot: *mut usize, func: 
         let s = slot as usize;
         if st.gate == GATE_OPEN
             && depth < SHADOW_STACK_DEPTH
-            // SAFETY: 0 < depth < SHADOW_STACK_DEPTH.
-            && (depth == 0 || unsafe { st.frames.get_unchecked(depth - 1) }.slot > s)
+            // SAFETY: depth < SHADOW_STACK_DEPTH; the base frame's slot is above everything.
+            && unsafe { (*ThreadState::below(st, depth)).slot } > s
         {
             // SAFETY: the caller's contract.
             let ret = unsafe { slot.read() };
@@ -72,15 +72,25 @@ pub unsafe extern "C" fn on_entry(st: *mut ThreadState, slot: *mut usize, func: 
             let w = d.write.load(Relaxed);
             if ret != return_trampoline_address() && w != d.end.load(Relaxed) {
                 st.gate = s;
+                // The frame first (it counts only once the depth says so), so that fewer values
+                // live across rdtsc and the fast path needs no callee-saved register.
+                // SAFETY: depth < SHADOW_STACK_DEPTH.
+                let f = unsafe { st.frames.get_unchecked_mut(depth) };
+                f.ret = ret;
+                f.slot = s;
+                f.func = func;
+                f.meta = Frame::meta(frame_flags::RECORDED, depth as u32);
+                let word = pack_word(RecordType::Entry, depth as u16, func as u64);
                 let t = rdtsc().max(st.last_time);
                 st.last_time = t;
-                d.last_time.store(t, Relaxed);
-                let word = pack_word(RecordType::Entry, depth as u16, func as u64);
                 // SAFETY: w < end: inside the chunk this thread owns.
                 unsafe { (w as *mut [u64; 2]).write([t, word]) };
                 d.write.store(w + 16, Release);
-                // SAFETY: depth < SHADOW_STACK_DEPTH; `slot` as above.
-                unsafe { push_frame(st, depth, slot, ret, func, frame_flags::RECORDED, depth as u32) };
+                compiler_fence(Release);
+                st.depth = depth as u32 + 1;
+                compiler_fence(Release);
+                // SAFETY: the caller's contract.
+                unsafe { slot.write(return_trampoline_address()) };
                 st.gate = GATE_OPEN;
                 return;
             }
@@ -101,10 +111,8 @@ pub unsafe extern "C" fn on_entry(st: *mut ThreadState, slot: *mut usize, func: 
 #[inline(always)]
 unsafe fn real_slot(slot: *mut usize, r10: usize) -> *mut usize {
     let original = r10.wrapping_sub(8);
-    let s = slot as usize;
-    // SAFETY: `original` lies within 256 bytes above a live slot (checked first).
-    if original > s
-        && original - s <= 256
+    // SAFETY: `original` lies 8 to 256 bytes above a live slot (checked first).
+    if original.wrapping_sub(slot as usize).wrapping_sub(8) < 256 - 8 + 1
         && unsafe { (original as *const usize).read() == slot.read() }
     {
         original as *mut usize
@@ -134,8 +142,7 @@ unsafe fn push_frame(
     f.ret = ret;
     f.slot = slot as usize;
     f.func = func;
-    f.flags = flags;
-    f.rdepth = rdepth;
+    f.meta = Frame::meta(flags, rdepth);
     compiler_fence(Release);
     st.depth = depth as u32 + 1;
     compiler_fence(Release);
@@ -288,9 +295,9 @@ fn region_flags(r: Region) -> u32 {
 }
 
 fn frame_region(f: &Frame) -> Region {
-    if f.flags & frame_flags::ON_SIGNAL_STACK != 0 {
+    if f.flags() & frame_flags::ON_SIGNAL_STACK != 0 {
         Region::Signal
-    } else if f.flags & frame_flags::ON_OTHER_STACK != 0 {
+    } else if f.flags() & frame_flags::ON_OTHER_STACK != 0 {
         Region::Other
     } else {
         Region::Home
@@ -396,7 +403,7 @@ unsafe fn remove_frame(g: &Globals, st: &mut ThreadState, k: usize, s: usize, no
 
 /// Keeps the count of frames off the thread's own stack when frame `f` leaves.
 fn forget_region(st: &mut ThreadState, f: &Frame) {
-    if f.flags & frame_flags::STACK_MASK != 0 {
+    if f.flags() & frame_flags::STACK_MASK != 0 {
         st.off_home -= 1;
         if st.off_home == 0 {
             st.flags &= !state_flags::OFF_HOME;
@@ -424,29 +431,29 @@ pub(crate) unsafe fn close_top(g: &Globals, st: &mut ThreadState, now: u64) {
 /// deferred call that proved long enough, its entry and exit), the filter counts. Returns
 /// whether it was recorded.
 unsafe fn end_frame(g: &Globals, st: &mut ThreadState, f: &Frame, now: u64) -> bool {
-    if f.flags & frame_flags::ONLY != 0 {
+    if f.flags() & frame_flags::ONLY != 0 {
         st.filter_only -= 1;
     }
-    if f.flags & frame_flags::NEVER != 0 {
+    if f.flags() & frame_flags::NEVER != 0 {
         st.filter_never -= 1;
     }
     let counted = frame_flags::RECORDED | frame_flags::DEFERRED;
-    if f.flags & counted == 0 {
+    if f.flags() & counted == 0 {
         return false;
     }
     st.record_depth -= 1;
-    if f.flags & frame_flags::DEFERRED != 0 {
+    if f.flags() & frame_flags::DEFERRED != 0 {
         if now.saturating_sub(f.entry_time) < g.config.time_threshold {
             return false; // too short: dropped, as asked
         }
         // SAFETY: forwarded.
         unsafe {
             write_deferred_ancestors(g, st);
-            let word = pack_word(RecordType::Entry, f.rdepth as u16, f.func as u64);
+            let word = pack_word(RecordType::Entry, f.rdepth() as u16, f.func as u64);
             push_record(g, st, f.entry_time, word);
         }
     }
-    let word = pack_word(RecordType::Exit, f.rdepth as u16, f.func as u64);
+    let word = pack_word(RecordType::Exit, f.rdepth() as u16, f.func as u64);
     // SAFETY: the state is registered.
     unsafe { push_record(g, st, now, word) }
 }
@@ -456,13 +463,13 @@ unsafe fn end_frame(g: &Globals, st: &mut ThreadState, f: &Frame, now: u64) -> b
 unsafe fn write_deferred_ancestors(g: &Globals, st: &mut ThreadState) {
     for k in 0..st.depth as usize {
         let f = st.frames[k];
-        if f.flags & frame_flags::DEFERRED == 0 {
+        if f.flags() & frame_flags::DEFERRED == 0 {
             continue;
         }
-        let word = pack_word(RecordType::Entry, f.rdepth as u16, f.func as u64);
+        let word = pack_word(RecordType::Entry, f.rdepth() as u16, f.func as u64);
         // SAFETY: the state is registered.
         unsafe { push_record(g, st, f.entry_time, word) };
-        st.frames[k].flags = (f.flags & !frame_flags::DEFERRED) | frame_flags::RECORDED;
+        st.frames[k].set_flags((f.flags() & !frame_flags::DEFERRED) | frame_flags::RECORDED);
     }
 }
 
@@ -493,9 +500,10 @@ pub unsafe extern "C" fn on_exit(st: *mut ThreadState, sp: usize) -> usize {
         // SAFETY: a registered state of this thread.
         let st = unsafe { &mut *st };
         let depth = st.depth as usize;
-        if st.gate == GATE_OPEN && depth > 0 {
-            // SAFETY: 0 < depth <= SHADOW_STACK_DEPTH.
-            let f = unsafe { *st.frames.get_unchecked(depth - 1) };
+        if st.gate == GATE_OPEN {
+            // SAFETY: depth <= SHADOW_STACK_DEPTH; with no frame, the base frame, whose slot
+            // matches no return.
+            let f = unsafe { *ThreadState::below(st, depth) };
             // SAFETY: GATE_OPEN implies a current chunk.
             let d = unsafe { &*st.desc };
             let w = d.write.load(Relaxed);
@@ -503,7 +511,6 @@ pub unsafe extern "C" fn on_exit(st: *mut ThreadState, sp: usize) -> usize {
                 st.gate = slot;
                 let t = now.max(st.last_time);
                 st.last_time = t;
-                d.last_time.store(t, Relaxed);
                 let word = pack_word(RecordType::Exit, (depth - 1) as u16, f.func as u64);
                 // SAFETY: w < end: inside the chunk this thread owns.
                 unsafe { (w as *mut [u64; 2]).write([t, word]) };

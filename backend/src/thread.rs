@@ -67,12 +67,30 @@ pub struct Frame {
     pub slot: usize,
     /// An address inside the function (mcount's call site).
     pub func: usize,
-    /// [`frame_flags`].
-    pub flags: u32,
-    /// Its depth among recorded calls.
-    pub rdepth: u32,
+    /// [`frame_flags`] (low half) and its depth among recorded calls (high half), one word so
+    /// that the fast path stores both at once.
+    pub meta: u64,
     /// Its entry time, while `DEFERRED`.
     pub entry_time: u64,
+}
+
+impl Frame {
+    #[inline(always)]
+    pub const fn meta(flags: u32, rdepth: u32) -> u64 {
+        flags as u64 | (rdepth as u64) << 32
+    }
+
+    pub fn flags(&self) -> u32 {
+        self.meta as u32
+    }
+
+    pub fn rdepth(&self) -> u32 {
+        (self.meta >> 32) as u32
+    }
+
+    pub fn set_flags(&mut self, flags: u32) {
+        self.meta = Frame::meta(flags, self.rdepth());
+    }
 }
 
 #[repr(C)]
@@ -109,10 +127,24 @@ pub struct ThreadState {
     pub sig_cache: core::cell::Cell<[usize; 3]>,
     /// Arena free-list link (index + 1).
     next_free: usize,
+    /// Below the oldest frame: a frame no slot is above (`slot` = usize::MAX), so that the
+    /// fast paths read "the frame below" without testing for an empty shadow stack.
+    pub base: Frame,
     pub frames: [Frame; SHADOW_STACK_DEPTH],
 }
 
 impl ThreadState {
+    /// The frame below `depth` (the newest one, or [`ThreadState::base`] when there is none).
+    ///
+    /// # Safety
+    /// `depth <= SHADOW_STACK_DEPTH`.
+    #[inline(always)]
+    pub unsafe fn below(this: *const ThreadState, depth: usize) -> *const Frame {
+        // SAFETY: `base` is followed by `frames` (repr(C), no padding: both are Frames), so
+        // base + depth lies in the state for depth <= SHADOW_STACK_DEPTH.
+        unsafe { core::ptr::addr_of!((*this).base).add(depth) }
+    }
+
     /// The gate value for this thread when the backend is not running on it.
     pub fn settled_gate(&self, g: &Globals) -> usize {
         let slow = self.flags != 0
@@ -245,6 +277,7 @@ pub(crate) unsafe fn register(g: &'static Globals) -> Option<&'static mut Thread
     // SAFETY: fresh state, owned by this thread.
     let st = unsafe { &mut *st };
     st.gate = usize::MAX; // busy while the callbacks run (they may be instrumented)
+    st.base.slot = usize::MAX;
     // SAFETY: TLS of the calling thread.
     unsafe { arch::tls_set(st as *mut ThreadState as usize) };
     let info = g.platform.thread_info();
@@ -353,7 +386,6 @@ pub(crate) unsafe fn write_record(st: &mut ThreadState, time: u64, word: u64) {
     let d = unsafe { &*st.desc };
     let t = time.max(st.last_time);
     st.last_time = t;
-    d.last_time.store(t, Relaxed);
     let w = d.write.load(Relaxed);
     // SAFETY: w < end: inside the chunk this thread owns.
     unsafe { (w as *mut [u64; 2]).write([t, word]) };
@@ -413,6 +445,7 @@ pub(crate) unsafe fn publish(g: &Globals, st: &mut ThreadState, last: bool) {
     if last {
         d.flags.store(chunk_flags::LAST, Relaxed);
     }
+    d.last_time.store(st.last_time, Relaxed);
     d.state.store(chunk_state::FULL, Release);
     st.desc = core::ptr::null_mut();
 }
@@ -493,7 +526,6 @@ fn start_chunk(g: &Globals, st: &mut ThreadState, i: u32) {
     d.slot.store(st.slot, Relaxed);
     d.next_in_thread.store(0, Relaxed);
     d.flags.store(0, Relaxed);
-    d.last_time.store(st.last_time, Relaxed);
     d.end
         .store(data + pool.layout().chunk_bytes as u64, Relaxed);
     d.write.store(data, Release);

@@ -257,6 +257,7 @@ fn check_mode(
     };
     let view = View {
         hide: expected.hide.clone(),
+        task_per_call: expected.task_per_call.is_some(),
     };
     let mut actual = normal_form(&text, &view);
     let mut wanted = expected.trees.clone();

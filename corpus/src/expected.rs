@@ -25,6 +25,10 @@ pub struct Expected {
     pub hide: Vec<String>,
     /// Why LOST counts are not compared, if they are not.
     pub lost_not_compared: Option<String>,
+    /// `# tasks: one per call: WHY`: every top-level call of a task after the first is taken
+    /// as a task of its own (threads that end leave their tid to later ones, which uftrace
+    /// then shows as one task).
+    pub task_per_call: Option<String>,
     /// The call trees in the normal form.
     pub trees: String,
 }
@@ -45,6 +49,7 @@ impl Expected {
         let mut replay_args = Vec::new();
         let mut hide = Vec::new();
         let mut lost_not_compared = None;
+        let mut task_per_call = None;
         let mut lines = text.lines().enumerate().peekable();
         // A value may go on over lines indented further: `#   more of the reason`.
         let mut header: Vec<(usize, String)> = Vec::new();
@@ -89,6 +94,11 @@ impl Expected {
                         format!("line {}: `lost:` takes `not compared: WHY`", n + 1)
                     })?)
                 }
+                "tasks" => {
+                    task_per_call = Some(reason("one per call", value).ok_or_else(|| {
+                        format!("line {}: `tasks:` takes `one per call: WHY`", n + 1)
+                    })?)
+                }
                 _ => {}
             }
         }
@@ -108,6 +118,7 @@ impl Expected {
             replay_args,
             hide,
             lost_not_compared,
+            task_per_call,
             trees,
         })
     }

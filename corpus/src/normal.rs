@@ -99,16 +99,28 @@ pub struct View {
     /// shown in their place (what `uftrace replay -H` does, applied after demangling so that
     /// it works on uftrace's own undemangled Rust names too).
     pub hide: Vec<String>,
+    /// Every top-level call of a task but the first task becomes a task of its own (a tid
+    /// reused by a later thread).
+    pub task_per_call: bool,
 }
 
 /// The normal form of `uftrace replay -f tid` output.
 pub fn normal_form(replay: &str, view: &View) -> String {
     let mut threads = parse(replay);
     let mut bodies = Vec::new();
-    for t in &mut threads {
+    for (k, t) in threads.iter_mut().enumerate() {
         t.finish();
-        let roots = fold(hide(std::mem::take(&mut t.roots), &view.hide));
-        bodies.push(render_thread(&roots, t.lost, t.lost_unknown));
+        let roots = hide(std::mem::take(&mut t.roots), &view.hide);
+        if view.task_per_call && k > 0 {
+            for root in roots {
+                bodies.push(render_thread(&fold(vec![root]), 0, false));
+            }
+            if t.lost > 0 || t.lost_unknown {
+                bodies.push(render_thread(&[], t.lost, t.lost_unknown));
+            }
+            continue;
+        }
+        bodies.push(render_thread(&fold(roots), t.lost, t.lost_unknown));
     }
     let mut out = String::new();
     let mut i = 0;
@@ -492,6 +504,7 @@ mod tests {
         let replay = " [1] | main() {\n [1] | std::rt::x() {\n [1] | work();\n [1] | } /* std::rt::x */\n [1] | } /* main */\n";
         let view = View {
             hide: vec!["std::".into()],
+            task_per_call: false,
         };
         assert_eq!(
             normal_form(replay, &view),

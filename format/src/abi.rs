@@ -94,8 +94,8 @@ pub mod shadow_layout {
     pub const TLS_SYMBOL: &str = "vftrace_thread_state";
     /// In the state: the number of frames in use (u32).
     pub const DEPTH_OFFSET: usize = 8;
-    /// In the state: the frames, oldest first.
-    pub const FRAMES_OFFSET: usize = 128;
+    /// In the state: the frames, oldest first (after a base frame whose slot is usize::MAX).
+    pub const FRAMES_OFFSET: usize = 168;
     pub const FRAME_BYTES: usize = 40;
     /// In a frame: the return address the trampoline replaced, and the slot it was in.
     pub const FRAME_RET: usize = 0;

@@ -162,14 +162,14 @@ pub struct PoolHeader {
 
 const _: () = assert!(size_of::<PoolHeader>() <= HEADER_BYTES);
 
-/// One chunk's bookkeeping. The first three words are the owner's hot path.
+/// One chunk's bookkeeping. The first two words are the owner's hot path.
 #[repr(C, align(64))]
 pub struct ChunkDesc {
     /// Producer address of the next record (Release after each record).
     pub write: AtomicU64,
     /// Producer address just past the chunk's last record.
     pub end: AtomicU64,
-    /// The owner's latest timestamp (records of one thread never go back in time).
+    /// The time of the chunk's last record, set when it is published.
     pub last_time: AtomicU64,
     /// [`chunk_state`].
     pub state: AtomicU32,
