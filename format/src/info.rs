@@ -94,6 +94,25 @@ pub struct UsageInfo {
     pub write_blocks: i64,
 }
 
+#[cfg(feature = "rusage")]
+impl UsageInfo {
+    /// The section from getrusage(2)'s answer.
+    pub fn from_rusage(u: &libc::rusage) -> Self {
+        let us = |t: libc::timeval| t.tv_sec as u64 * 1_000_000 + t.tv_usec as u64;
+        UsageInfo {
+            sys_time_us: us(u.ru_stime),
+            user_time_us: us(u.ru_utime),
+            voluntary_ctxsw: u.ru_nvcsw,
+            involuntary_ctxsw: u.ru_nivcsw,
+            max_rss_kb: u.ru_maxrss,
+            major_faults: u.ru_majflt,
+            minor_faults: u.ru_minflt,
+            read_blocks: u.ru_inblock,
+            write_blocks: u.ru_oublock,
+        }
+    }
+}
+
 /// The whole `info` file. Only the sections whose bit is set in `info_mask` are written/read;
 /// the other fields keep their defaults.
 #[derive(Clone, Debug, PartialEq)]

@@ -33,8 +33,9 @@ struct Session {
 
 static SESSION: OnceLock<Session> = OnceLock::new();
 
-/// Allocates a trace buffer of `capacity_bytes` shared by all threads (lazily mapped: only what
-/// threads fill costs memory) and starts the clock calibration. Tracing starts with
+/// Maps a trace buffer of `capacity_bytes` shared by all threads (populated now: a page fault
+/// per chunk filled would cost the traced program more than the tracing) and starts the clock
+/// calibration. Tracing starts with
 /// [`crate::enable`]. Under `vftrace record` the buffer is the recorder's instead.
 pub fn init(capacity_bytes: usize, mode: Mode) -> Result<(), InitError> {
     if SESSION.get().is_some() {

@@ -169,55 +169,31 @@ pub unsafe extern "C" fn fexecve(fd: c_int, argv: Argv, envp: Argv) -> c_int {
     unsafe { std::mem::transmute::<usize, F>(FEXECVE.get())(fd, argv, with_recorder_env(envp)) }
 }
 
-type SpawnFn = unsafe extern "C" fn(
-    *mut pid_t,
-    *const c_char,
-    *const libc::posix_spawn_file_actions_t,
-    *const libc::posix_spawnattr_t,
-    Argv,
-    Argv,
-) -> c_int;
+type FileActions = *const libc::posix_spawn_file_actions_t;
+type SpawnAttr = *const libc::posix_spawnattr_t;
+type SpawnFn = unsafe extern "C" fn(*mut pid_t, *const c_char, FileActions, SpawnAttr, Argv, Argv) -> c_int;
 
-#[no_mangle]
-pub unsafe extern "C" fn posix_spawn(
-    pid: *mut pid_t,
-    path: *const c_char,
-    actions: *const libc::posix_spawn_file_actions_t,
-    attr: *const libc::posix_spawnattr_t,
-    argv: Argv,
-    envp: Argv,
-) -> c_int {
-    // SAFETY: as above.
-    unsafe {
-        std::mem::transmute::<usize, SpawnFn>(POSIX_SPAWN.get())(
-            pid,
-            path,
-            actions,
-            attr,
-            argv,
-            with_recorder_env(envp),
-        )
-    }
+/// `posix_spawn` and `posix_spawnp` differ only in how the real one finds the program.
+macro_rules! spawn_wrapper {
+    ($name:ident, $next:ident) => {
+        #[no_mangle]
+        pub unsafe extern "C" fn $name(
+            pid: *mut pid_t,
+            program: *const c_char,
+            actions: FileActions,
+            attr: SpawnAttr,
+            argv: Argv,
+            envp: Argv,
+        ) -> c_int {
+            // SAFETY: the real function's signature; the environment as the caller gave it,
+            // completed.
+            unsafe {
+                let real = std::mem::transmute::<usize, SpawnFn>($next.get());
+                real(pid, program, actions, attr, argv, with_recorder_env(envp))
+            }
+        }
+    };
 }
 
-#[no_mangle]
-pub unsafe extern "C" fn posix_spawnp(
-    pid: *mut pid_t,
-    file: *const c_char,
-    actions: *const libc::posix_spawn_file_actions_t,
-    attr: *const libc::posix_spawnattr_t,
-    argv: Argv,
-    envp: Argv,
-) -> c_int {
-    // SAFETY: as above.
-    unsafe {
-        std::mem::transmute::<usize, SpawnFn>(POSIX_SPAWNP.get())(
-            pid,
-            file,
-            actions,
-            attr,
-            argv,
-            with_recorder_env(envp),
-        )
-    }
-}
+spawn_wrapper!(posix_spawn, POSIX_SPAWN);
+spawn_wrapper!(posix_spawnp, POSIX_SPAWNP);

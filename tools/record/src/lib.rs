@@ -24,6 +24,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use vftrace_format::clock::{ClockMap, ClockSource};
 use vftrace_format::dir::TraceDirWriter;
+use vftrace_format::info::UsageInfo;
 use vftrace_format::output::OutputDir;
 use vftrace_format::pool::{pool_flags, PoolMode, PoolParams};
 use vftrace_format::recording;
@@ -209,7 +210,7 @@ pub fn record(opts: &Options) -> anyhow::Result<Outcome> {
         cmdline: cmdline(&opts.program, &opts.args),
         ended: main_ended,
         elapsed_ns: elapsed.as_nanos() as u64,
-        usage: main_usage.map(|u| usage_info(&u)),
+        usage: main_usage.map(|u| UsageInfo::from_rusage(&u)),
     };
     let dir = out.path().to_path_buf();
     let mut warnings = finish::write_metadata(&mut writer, &dir, &drain, &clock, &facts)?;
@@ -255,21 +256,6 @@ fn cmdline(program: &str, args: &[OsString]) -> String {
         .chain(args.iter().map(|a| a.to_string_lossy().into_owned()))
         .collect::<Vec<_>>()
         .join(" ")
-}
-
-fn usage_info(u: &libc::rusage) -> vftrace_format::info::UsageInfo {
-    let us = |t: libc::timeval| t.tv_sec as u64 * 1_000_000 + t.tv_usec as u64;
-    vftrace_format::info::UsageInfo {
-        sys_time_us: us(u.ru_stime),
-        user_time_us: us(u.ru_utime),
-        voluntary_ctxsw: u.ru_nvcsw,
-        involuntary_ctxsw: u.ru_nivcsw,
-        max_rss_kb: u.ru_maxrss,
-        major_faults: u.ru_majflt,
-        minor_faults: u.ru_minflt,
-        read_blocks: u.ru_inblock,
-        write_blocks: u.ru_oublock,
-    }
 }
 
 /// `vftrace record: 12 threads, 340.2 MiB written, 0 lost` on a terminal's stderr.

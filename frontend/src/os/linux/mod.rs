@@ -46,27 +46,12 @@ pub fn info(exename: String) -> Info {
         libc::getrusage(libc::RUSAGE_SELF, &mut u);
         u
     };
-    info.usage = usage_info(&usage);
+    info.usage = vftrace_format::info::UsageInfo::from_rusage(&usage);
     info.info_mask |= vftrace_format::info::USAGEINFO;
     info
 }
 
 /// `usageinfo` from a `getrusage`/`wait4` result.
-pub fn usage_info(u: &libc::rusage) -> vftrace_format::info::UsageInfo {
-    let us = |t: libc::timeval| t.tv_sec as u64 * 1_000_000 + t.tv_usec as u64;
-    vftrace_format::info::UsageInfo {
-        sys_time_us: us(u.ru_stime),
-        user_time_us: us(u.ru_utime),
-        voluntary_ctxsw: u.ru_nvcsw,
-        involuntary_ctxsw: u.ru_nivcsw,
-        max_rss_kb: u.ru_maxrss,
-        major_faults: u.ru_majflt,
-        minor_faults: u.ru_minflt,
-        read_blocks: u.ru_inblock,
-        write_blocks: u.ru_oublock,
-    }
-}
-
 fn cmdline() -> String {
     let raw = std::fs::read("/proc/self/cmdline").unwrap_or_default();
     raw.split(|&b| b == 0)
