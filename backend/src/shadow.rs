@@ -121,28 +121,14 @@ unsafe fn real_slot(slot: *mut usize, r10: usize) -> *mut usize {
     }
 }
 
-/// Puts the call on the shadow stack at `depth` and makes it return through the trampoline.
-/// The order matters to a signal handler interrupting it: the frame, then the depth, then the
-/// slot, so that a slot never holds the trampoline without its frame.
+/// Counts the frame written at `depth` and makes its call return through the trampoline. The
+/// order matters to a signal handler interrupting it: the frame, then the depth, then the slot,
+/// so that a slot never holds the trampoline without its frame.
 ///
 /// # Safety
-/// `depth < SHADOW_STACK_DEPTH`; `slot` is the live return-address slot holding `ret`.
+/// `depth < SHADOW_STACK_DEPTH`; `slot` is the live return-address slot of the frame there.
 #[inline(always)]
-unsafe fn push_frame(
-    st: &mut ThreadState,
-    depth: usize,
-    slot: *mut usize,
-    ret: usize,
-    func: usize,
-    flags: u32,
-    rdepth: u32,
-) {
-    // SAFETY: the caller's contract.
-    let f = unsafe { st.frames.get_unchecked_mut(depth) };
-    f.ret = ret;
-    f.slot = slot as usize;
-    f.func = func;
-    f.meta = Frame::meta(flags, rdepth);
+unsafe fn commit_frame(st: &mut ThreadState, depth: usize, slot: *mut usize) {
     compiler_fence(Release);
     st.depth = depth as u32 + 1;
     compiler_fence(Release);
@@ -168,11 +154,15 @@ unsafe fn entry_slow(st: *mut ThreadState, slot: *mut usize, func: usize) {
         // The backend's own callbacks (they may be instrumented): not the program's calls.
         return;
     }
-    if st.gate > GATE_SLOW && !busy_is_stale(g, st, st.gate, s) {
-        // A signal handler interrupted the backend: not traced, but counted.
-        let n = st.signal_skipped.load(Relaxed);
-        st.signal_skipped.store(n + 1, Relaxed);
-        return;
+    if st.gate > GATE_SLOW {
+        if !busy_is_stale(g, st, st.gate, s) {
+            // A signal handler interrupted the backend: not traced, but counted.
+            let n = st.signal_skipped.load(Relaxed);
+            st.signal_skipped.store(n + 1, Relaxed);
+            return;
+        }
+        // SAFETY: the state is this thread's.
+        unsafe { finish_interrupted(g, st, st.gate) };
     }
     st.gate = s;
     st.forget_signal_stack();
@@ -232,7 +222,16 @@ unsafe fn entry(g: &Globals, st: &mut ThreadState, slot: *mut usize, func: usize
         return;
     }
     let rdepth = st.current_rdepth(g);
-    let mut entry_time = 0;
+    let at = region(g, st, s);
+    flags |= region_flags(at);
+    // The frame before its entry record (see `finish_interrupted`).
+    st.frames[depth] = Frame {
+        ret,
+        slot: s,
+        func,
+        meta: Frame::meta(flags, rdepth),
+        entry_time: if flags & frame_flags::DEFERRED != 0 { now.max(st.last_time) } else { 0 },
+    };
     if flags & frame_flags::RECORDED != 0 {
         let word = pack_word(RecordType::Entry, rdepth as u16, func as u64);
         // SAFETY: the state is registered.
@@ -242,18 +241,13 @@ unsafe fn entry(g: &Globals, st: &mut ThreadState, slot: *mut usize, func: usize
             st.pending_lost += 1;
             return;
         }
-    } else if flags & frame_flags::DEFERRED != 0 {
-        entry_time = now.max(st.last_time);
     }
-    let at = region(g, st, s);
-    flags |= region_flags(at);
     if at != Region::Home {
         st.off_home += 1;
         st.flags |= state_flags::OFF_HOME;
     }
     // SAFETY: depth < SHADOW_STACK_DEPTH; `slot` is live and holds `ret`.
-    unsafe { push_frame(st, depth, slot, ret, func, flags, rdepth) };
-    st.frames[depth].entry_time = entry_time;
+    unsafe { commit_frame(st, depth, slot) };
     if flags & (frame_flags::RECORDED | frame_flags::DEFERRED) != 0 {
         st.record_depth += 1;
     }
@@ -347,6 +341,36 @@ fn busy_is_stale(g: &Globals, st: &ThreadState, busy: usize, s: usize) -> bool {
     a == b && a != Region::Other
 }
 
+/// Completes what a handler that `siglongjmp`ed out of the backend (busy mark `busy`) left
+/// half done. Publishing a record and counting it on the shadow stack are two stores that no
+/// order makes one, so the thread's last record tells: an entry of the frame above the top
+/// (frames are written before their entry is published) was recorded but not pushed; an exit
+/// of the top frame was recorded but not popped. Without this the first leaves an entry that
+/// never ends and the second a second exit. The counts that follow the frames are then taken
+/// again from the frames.
+///
+/// # Safety
+/// The state is this thread's, and nothing of the backend runs on it but the caller.
+unsafe fn finish_interrupted(g: &Globals, st: &mut ThreadState, busy: usize) {
+    let Some(last) = thread::last_record_word(g, st) else { return };
+    let depth = st.depth as usize;
+    let recorded = |f: &Frame| f.flags() & frame_flags::RECORDED != 0;
+    let word = |kind, f: &Frame| pack_word(kind, f.rdepth() as u16, f.func as u64);
+    if depth < SHADOW_STACK_DEPTH {
+        let f = &st.frames[depth];
+        if f.slot == busy && recorded(f) && last == word(RecordType::Entry, f) {
+            st.depth += 1;
+        }
+    }
+    if depth > 0 && st.depth as usize == depth {
+        let f = &st.frames[depth - 1];
+        if recorded(f) && last == word(RecordType::Exit, f) {
+            st.depth -= 1;
+        }
+    }
+    st.recount();
+}
+
 /// Closes the frames that a call at slot `s` shows to be over (see the module documentation).
 /// Frames of other stacks are skipped, not closed; the scan stops at the first ancestor on the
 /// call's own stack (every older frame of that stack is an ancestor too).
@@ -391,14 +415,28 @@ unsafe fn remove_frame(g: &Globals, st: &mut ThreadState, k: usize, s: usize, no
             }
         }
     }
-    let depth = st.depth as usize;
-    st.frames.copy_within(k + 1..depth, k);
-    st.depth = depth as u32 - 1;
-    forget_region(st, &f);
     // SAFETY: forwarded.
-    if unsafe { end_frame(g, st, &f, now) } {
+    if unsafe { pop_frame(g, st, k, now) } {
         bump(&g.pool.slot(st.slot).closed_early, 1);
     }
+}
+
+/// Takes frame `k` off the shadow stack once its exit is recorded. The record comes first, as
+/// in the fast path, so that a handler leaving the backend between the two leaves a state that
+/// [`finish_interrupted`] can complete. Returns whether the exit was recorded.
+///
+/// # Safety
+/// The state is this thread's; `k < depth`.
+unsafe fn pop_frame(g: &Globals, st: &mut ThreadState, k: usize, now: u64) -> bool {
+    let f = st.frames[k];
+    // SAFETY: forwarded.
+    let recorded = unsafe { end_frame(g, st, k, now) };
+    let depth = st.depth as usize;
+    st.frames.copy_within(k + 1..depth, k);
+    compiler_fence(Release);
+    st.depth = depth as u32 - 1;
+    forget_region(st, &f);
+    recorded
 }
 
 /// Keeps the count of frames off the thread's own stack when frame `f` leaves.
@@ -417,20 +455,17 @@ fn forget_region(st: &mut ThreadState, f: &Frame) {
 /// # Safety
 /// The state is this thread's and has a frame.
 pub(crate) unsafe fn close_top(g: &Globals, st: &mut ThreadState, now: u64) {
-    let depth = st.depth as usize - 1;
-    let f = st.frames[depth];
-    st.depth = depth as u32;
-    forget_region(st, &f);
-    // SAFETY: forwarded.
-    if unsafe { end_frame(g, st, &f, now) } {
+    // SAFETY: forwarded; the state has a frame.
+    if unsafe { pop_frame(g, st, st.depth as usize - 1, now) } {
         bump(&g.pool.slot(st.slot).closed_early, 1);
     }
 }
 
-/// The bookkeeping of a frame that ended (returned or closed): its exit record (or, for a
-/// deferred call that proved long enough, its entry and exit), the filter counts. Returns
-/// whether it was recorded.
-unsafe fn end_frame(g: &Globals, st: &mut ThreadState, f: &Frame, now: u64) -> bool {
+/// The bookkeeping of frame `k`, which ended (returned or closed) and is still on the shadow
+/// stack: its exit record (or, for a deferred call that proved long enough, its entry and
+/// exit), the filter counts. Returns whether it was recorded.
+unsafe fn end_frame(g: &Globals, st: &mut ThreadState, k: usize, now: u64) -> bool {
+    let f = st.frames[k];
     if f.flags() & frame_flags::ONLY != 0 {
         st.filter_only -= 1;
     }
@@ -448,7 +483,7 @@ unsafe fn end_frame(g: &Globals, st: &mut ThreadState, f: &Frame, now: u64) -> b
         }
         // SAFETY: forwarded.
         unsafe {
-            write_deferred_ancestors(g, st);
+            write_deferred_ancestors(g, st, k);
             let word = pack_word(RecordType::Entry, f.rdepth() as u16, f.func as u64);
             push_record(g, st, f.entry_time, word);
         }
@@ -458,11 +493,14 @@ unsafe fn end_frame(g: &Globals, st: &mut ThreadState, f: &Frame, now: u64) -> b
     unsafe { push_record(g, st, now, word) }
 }
 
-/// `-t`: a call is kept, so every deferred frame still on the stack (its ancestors) gets its
-/// entry written now, oldest first, with its own entry time.
-unsafe fn write_deferred_ancestors(g: &Globals, st: &mut ThreadState) {
+/// `-t`: call `ending` is kept, so every other deferred frame still on the stack (its
+/// ancestors) gets its entry written now, oldest first, with its own entry time.
+unsafe fn write_deferred_ancestors(g: &Globals, st: &mut ThreadState, ending: usize) {
     for k in 0..st.depth as usize {
         let f = st.frames[k];
+        if k == ending {
+            continue;
+        }
         if f.flags() & frame_flags::DEFERRED == 0 {
             continue;
         }
@@ -537,6 +575,10 @@ unsafe fn exit_slow(st: *mut ThreadState, slot: usize, now: u64) -> usize {
     // SAFETY: a registered state of this thread.
     let st = unsafe { &mut *st };
     // A return cannot happen while the backend runs on this thread: a busy mark is stale.
+    if st.gate > GATE_SLOW && st.gate != usize::MAX {
+        // SAFETY: the state is this thread's.
+        unsafe { finish_interrupted(g, st, st.gate) };
+    }
     st.gate = slot;
     st.forget_signal_stack();
     let depth = st.depth as usize;
@@ -566,16 +608,11 @@ unsafe fn exit_slow(st: *mut ThreadState, slot: usize, now: u64) -> usize {
         .rev()
         .find(|&j| st.frames[j].slot == slot)
         .unwrap_or(k);
-    let f = st.frames[k];
-    debug_assert_eq!(f.slot, returning.slot);
-    let depth = st.depth as usize;
-    st.frames.copy_within(k + 1..depth, k);
-    st.depth = depth as u32 - 1;
-    forget_region(st, &f);
-    // SAFETY: the state is registered.
-    unsafe { end_frame(g, st, &f, now) };
+    debug_assert_eq!(st.frames[k].slot, returning.slot);
+    // SAFETY: the state is registered; k < depth.
+    unsafe { pop_frame(g, st, k, now) };
     st.gate = st.settled_gate(g);
-    f.ret
+    returning.ret
 }
 
 #[cold]

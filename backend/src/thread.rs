@@ -176,6 +176,28 @@ impl ThreadState {
         self.sig_cache.set([0, 0, 0]);
     }
 
+    /// Takes the counts that follow the frames (recorded depth, active filters, frames off the
+    /// thread's stack) again from the frames.
+    pub fn recount(&mut self) {
+        let (mut recorded, mut only, mut never, mut off_home) = (0, 0, 0, 0);
+        for f in &self.frames[..self.depth as usize] {
+            let flags = f.flags();
+            recorded += (flags & (frame_flags::RECORDED | frame_flags::DEFERRED) != 0) as u32;
+            only += (flags & frame_flags::ONLY != 0) as u32;
+            never += (flags & frame_flags::NEVER != 0) as u32;
+            off_home += (flags & frame_flags::STACK_MASK != 0) as u32;
+        }
+        self.record_depth = recorded;
+        self.filter_only = only;
+        self.filter_never = never;
+        self.off_home = off_home;
+        if off_home == 0 {
+            self.flags &= !state_flags::OFF_HOME;
+        } else {
+            self.flags |= state_flags::OFF_HOME;
+        }
+    }
+
     /// The recorded depth a new record of this thread has.
     pub fn current_rdepth(&self, g: &Globals) -> u32 {
         if g.config.any() {
@@ -390,6 +412,19 @@ pub(crate) unsafe fn write_record(st: &mut ThreadState, time: u64, word: u64) {
     // SAFETY: w < end: inside the chunk this thread owns.
     unsafe { (w as *mut [u64; 2]).write([t, word]) };
     d.write.store(w + 16, Release);
+}
+
+/// The second word of the thread's last record, if its current chunk holds one.
+pub(crate) fn last_record_word(g: &Globals, st: &ThreadState) -> Option<u64> {
+    if st.desc.is_null() {
+        return None;
+    }
+    // SAFETY: the current chunk is this thread's.
+    let d = unsafe { &*st.desc };
+    let w = d.write.load(Relaxed);
+    let start = d.end.load(Relaxed) - g.pool.layout().chunk_bytes as u64;
+    // SAFETY: a record this thread wrote, inside its chunk.
+    (w > start).then(|| unsafe { ((w - 8) as *const u64).read() })
 }
 
 /// Whether the current chunk has room for a record, taking a new one if not.

@@ -1,6 +1,6 @@
 /* A fast timer signal (every 100 us) against a tight loop of traced calls: most signals land
  * while the tracer itself runs (mcount or the return trampoline), and the handler leaves by
- * siglongjmp, never returning there. After 300 such jumps the calls must still be traced, and
+ * siglongjmp, never returning there. After 2000 such jumps the calls must still be traced, and
  * nest under main.
  *
  * Which calls of spin/tiny/on_alarm are recorded depends on where each signal lands, so the
@@ -13,7 +13,7 @@
 
 #define TRACED __attribute__((noinline))
 
-enum { JUMPS = 300 };
+enum { JUMPS = 2000 };
 
 static sigjmp_buf env;
 static volatile sig_atomic_t jumps;
