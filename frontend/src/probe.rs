@@ -19,7 +19,10 @@ pub use vftrace_format::probes::{ProbeNameNote, MAX_PROBE_VALUE, PROBE_PORT};
 /// [`PROBE_PORT`], so one VM exit.
 #[inline(always)]
 pub fn probe(id: u8, value: u32) {
-    #[cfg(all(target_arch = "x86_64", any(not(feature = "std"), target_os = "hermit")))]
+    #[cfg(all(
+        target_arch = "x86_64",
+        any(not(feature = "std"), target_os = "hermit")
+    ))]
     // SAFETY: a port write touches no memory; the probe port belongs to no device (QEMU
     // ignores writes to unassigned ports), so only the host's KVM sees it.
     unsafe {
@@ -30,7 +33,10 @@ pub fn probe(id: u8, value: u32) {
             options(nomem, nostack, preserves_flags)
         )
     }
-    #[cfg(not(all(target_arch = "x86_64", any(not(feature = "std"), target_os = "hermit"))))]
+    #[cfg(not(all(
+        target_arch = "x86_64",
+        any(not(feature = "std"), target_os = "hermit")
+    )))]
     let _ = (id, value);
 }
 

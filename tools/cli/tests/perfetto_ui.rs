@@ -7,7 +7,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use vftrace_testsupport::{missing, perfetto_web_dist, require_kvm_guest, target_dir, tracefs_usable};
+use vftrace_testsupport::{
+    missing, perfetto_web_dist, require_kvm_guest, target_dir, tracefs_usable,
+};
 
 fn browser_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
@@ -23,7 +25,10 @@ fn requirements() -> Option<PathBuf> {
     }
     let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
     let checks = [
-        (Path::new(&chromium).exists(), "Debian's chromium (apt-get install chromium)"),
+        (
+            Path::new(&chromium).exists(),
+            "Debian's chromium (apt-get install chromium)",
+        ),
         (
             Command::new("node").arg("--version").output().is_ok(),
             "node (apt-get install nodejs)",
@@ -71,7 +76,10 @@ fn open_in_perfetto_ui(ui: &Path, trace: &Path, screenshot: &Path) -> serde_json
 
 /// The number after `key` in the line of `text` that contains it.
 fn number_after(text: &str, key: &str) -> u64 {
-    let at = text.find(key).unwrap_or_else(|| panic!("no `{key}` in:\n{text}")) + key.len();
+    let at = text
+        .find(key)
+        .unwrap_or_else(|| panic!("no `{key}` in:\n{text}"))
+        + key.len();
     text[at..]
         .split(|c: char| !c.is_ascii_digit())
         .next()
@@ -88,7 +96,11 @@ fn demo_timeline_in_the_perfetto_ui_shows_the_guest_in_qemus_process() {
     let out = std::env::temp_dir().join(format!("vftrace-perfetto-ui-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&out);
     let vftrace = env!("CARGO_BIN_EXE_vftrace");
-    let demo = Command::new(vftrace).args(["demo", "-o"]).arg(&out).output().unwrap();
+    let demo = Command::new(vftrace)
+        .args(["demo", "-o"])
+        .arg(&out)
+        .output()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&demo.stdout).into_owned();
     assert!(
         demo.status.success(),
@@ -108,7 +120,11 @@ fn demo_timeline_in_the_perfetto_ui_shows_the_guest_in_qemus_process() {
         .arg(&pftrace)
         .output()
         .unwrap();
-    assert!(merged.status.success(), "{}", String::from_utf8_lossy(&merged.stderr));
+    assert!(
+        merged.status.success(),
+        "{}",
+        String::from_utf8_lossy(&merged.stderr)
+    );
 
     let shots = target_dir().join("perfetto-ui");
     std::fs::create_dir_all(&shots).unwrap();
@@ -117,9 +133,21 @@ fn demo_timeline_in_the_perfetto_ui_shows_the_guest_in_qemus_process() {
         let shot = shots.join(format!("demo-{kind}.png"));
         let seen = open_in_perfetto_ui(&ui, &trace, &shot);
         println!("{kind}: {seen}");
-        assert_eq!(seen["importErrors"], serde_json::json!([]), "{kind}: import errors");
-        assert_eq!(seen["dialogs"], serde_json::json!([]), "{kind}: error dialogs");
-        assert_eq!(seen["consoleErrors"], serde_json::json!([]), "{kind}: errors in the UI");
+        assert_eq!(
+            seen["importErrors"],
+            serde_json::json!([]),
+            "{kind}: import errors"
+        );
+        assert_eq!(
+            seen["dialogs"],
+            serde_json::json!([]),
+            "{kind}: error dialogs"
+        );
+        assert_eq!(
+            seen["consoleErrors"],
+            serde_json::json!([]),
+            "{kind}: errors in the UI"
+        );
         let threads = seen["threads"].as_array().unwrap();
         let vcpu = threads
             .iter()
@@ -128,7 +156,10 @@ fn demo_timeline_in_the_perfetto_ui_shows_the_guest_in_qemus_process() {
         assert_eq!(vcpu["process"], "guest", "{kind}");
         assert_eq!(vcpu["pid"], qemu, "{kind}: the guest is QEMU's process");
         let tid = vcpu["tid"].as_u64().unwrap();
-        assert_ne!(tid, qemu, "{kind}: on QEMU's vCPU thread, not its main thread");
+        assert_ne!(
+            tid, qemu,
+            "{kind}: on QEMU's vCPU thread, not its main thread"
+        );
         assert!(
             threads
                 .iter()
@@ -143,14 +174,21 @@ fn demo_timeline_in_the_perfetto_ui_shows_the_guest_in_qemus_process() {
             .map(|t| t.as_str().unwrap())
             .collect();
         for title in [format!("guest {qemu}"), format!("vCPU 0 {tid}")] {
-            assert!(titles.contains(&title.as_str()), "{kind}: no track `{title}` in {titles:?}");
+            assert!(
+                titles.contains(&title.as_str()),
+                "{kind}: no track `{title}` in {titles:?}"
+            );
         }
         assert!(
             seen["slices"].as_u64().unwrap() > functions,
             "{kind}: {} slices for {functions} guest functions",
             seen["slices"]
         );
-        assert!(std::fs::metadata(&shot).unwrap().len() > 10_000, "{}", shot.display());
+        assert!(
+            std::fs::metadata(&shot).unwrap().len() > 10_000,
+            "{}",
+            shot.display()
+        );
         println!("screenshot: {}", shot.display());
     }
     let _ = std::fs::remove_dir_all(&out);

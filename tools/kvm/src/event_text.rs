@@ -24,12 +24,14 @@ pub(crate) fn parse_kind(name: &str, fields: &str) -> KvmEventKind {
             ["unload"] => Some(KvmEventKind::Fpu { load: false }),
             _ => None,
         },
-        "kvm_userspace_exit" => fields
-            .trim()
-            .strip_prefix("reason ")
-            .map(|r| KvmEventKind::UserspaceExit {
-                reason: r.trim().to_string(),
-            }),
+        "kvm_userspace_exit" => {
+            fields
+                .trim()
+                .strip_prefix("reason ")
+                .map(|r| KvmEventKind::UserspaceExit {
+                    reason: r.trim().to_string(),
+                })
+        }
         "sched_switch" => parse_sched_switch(fields),
         "sched_wakeup" => parse_sched_wakeup(fields),
         _ => None,
@@ -220,7 +222,11 @@ fn parse_entry(tokens: &[&str]) -> Option<KvmEventKind> {
 
 /// `COMM_KEY=COMM PID_KEY=N rest...` where COMM may hold spaces (`opt cgu.03`): the comm is
 /// what lies before the last ` PID_KEY=`. Returns (comm, pid, the words after the pid).
-fn comm_and_pid<'a>(text: &'a str, comm_key: &str, pid_key: &str) -> Option<(&'a str, u32, Vec<&'a str>)> {
+fn comm_and_pid<'a>(
+    text: &'a str,
+    comm_key: &str,
+    pid_key: &str,
+) -> Option<(&'a str, u32, Vec<&'a str>)> {
     let rest = text.trim().strip_prefix(comm_key)?;
     let at = rest.rfind(pid_key)?;
     let comm = &rest[..at];
@@ -372,14 +378,20 @@ mod tests {
             }
         );
         assert_eq!(
-            parse_kind("sched_wakeup", "comm=CPU 0/KVM pid=7 prio=120 target_cpu=001"),
+            parse_kind(
+                "sched_wakeup",
+                "comm=CPU 0/KVM pid=7 prio=120 target_cpu=001"
+            ),
             KvmEventKind::SchedWakeup {
                 comm: "CPU 0/KVM".into(),
                 pid: 7,
                 target_cpu: 1
             }
         );
-        assert_eq!(parse_kind("kvm_fpu", "unload"), KvmEventKind::Fpu { load: false });
+        assert_eq!(
+            parse_kind("kvm_fpu", "unload"),
+            KvmEventKind::Fpu { load: false }
+        );
         assert_eq!(
             parse_kind("kvm_userspace_exit", "reason KVM_EXIT_IO (2)"),
             KvmEventKind::UserspaceExit {
@@ -396,7 +408,10 @@ mod tests {
             ("kvm_write_tsc_offset", "vcpu=0 prev=-1 next=2"),
             ("kvm_msr", "msr_write 10 = 0x0"),
             ("kvm_exit", "reason X rip"),
-            ("sched_switch", "prev_comm=a prev_pid=x prev_state=S ==> next_comm=b next_pid=2"),
+            (
+                "sched_switch",
+                "prev_comm=a prev_pid=x prev_state=S ==> next_comm=b next_pid=2",
+            ),
             ("sched_wakeup", "comm=a pid=1 prio=120"),
             ("kvm_fpu", "reload"),
         ] {

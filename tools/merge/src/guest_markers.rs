@@ -23,7 +23,9 @@ pub fn attach(markers: &mut [Marker], guest: &[GuestMarker]) -> (Vec<Option<u32>
         if let Some(k) = found {
             let g = guest[cursor + k];
             m.guest_tsc_high = Some((g.tsc >> 32) as u32);
-            m.guest_tsc_after = (g.tsc_after >= g.tsc).then_some(g.tsc_after).filter(|a| *a != 0);
+            m.guest_tsc_after = (g.tsc_after >= g.tsc)
+                .then_some(g.tsc_after)
+                .filter(|a| *a != 0);
             phases[i] = Some(g.phase);
             cursor += k + 1;
             matched += 1;

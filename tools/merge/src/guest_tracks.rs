@@ -109,7 +109,8 @@ impl TimelineSink for GuestTrack<'_> {
         let f = match self.ids.get(name) {
             Some(&f) => f,
             None => {
-                self.functions.push((name.to_string(), FunctionTime::default()));
+                self.functions
+                    .push((name.to_string(), FunctionTime::default()));
                 self.ids.insert(name.to_string(), self.functions.len() - 1);
                 self.functions.len() - 1
             }
@@ -162,8 +163,13 @@ impl RecordSink for GuestTrack<'_> {
                 self.run = Some((ts_ns, ts_ns));
                 self.running = true;
                 let (pid, tid) = (self.cursor.pid, self.cursor.tid);
-                self.sink
-                    .begin_with(pid, tid, ts_ns, GUEST_RUN, &EventExtras::category("guest"))?;
+                self.sink.begin_with(
+                    pid,
+                    tid,
+                    ts_ns,
+                    GUEST_RUN,
+                    &EventExtras::category("guest"),
+                )?;
             }
             Some((_, last)) => *last = ts_ns,
         }
@@ -190,7 +196,10 @@ pub(crate) fn marker_flows(
         .enumerate()
         .map(|(i, &event)| {
             let flow = first_flow + i as u64;
-            (event, (flow, plan.alignment.pairs[i], plan.kvm.marker_phases[i]))
+            (
+                event,
+                (flow, plan.alignment.pairs[i], plan.kvm.marker_phases[i]),
+            )
         })
         .collect()
 }
@@ -281,7 +290,14 @@ pub(crate) fn emit_guest(
             ctx.host_clock
                 .tsc_to_ns(timeline_tsc.guest_to_host(g.clock.ns_to_tsc(ns)))
         };
-        let result = stream_records(&g.dir, *tid, &symbolizer, &mut timeline, &mut track_sink, map);
+        let result = stream_records(
+            &g.dir,
+            *tid,
+            &symbolizer,
+            &mut timeline,
+            &mut track_sink,
+            map,
+        );
         timeline.finish(&mut track_sink)?;
         if let Some((first, last)) = track_sink.run {
             track_sink.sink.end(pid, track, last)?;
@@ -322,7 +338,11 @@ pub(crate) fn emit_guest(
             not_running_ns: t.not_running_ns,
         })
         .collect();
-    inflated.sort_by(|a, b| b.not_running_ns.cmp(&a.not_running_ns).then(a.name.cmp(&b.name)));
+    inflated.sort_by(|a, b| {
+        b.not_running_ns
+            .cmp(&a.not_running_ns)
+            .then(a.name.cmp(&b.name))
+    });
     report.inflated = inflated;
     report.tracks = tids.len();
     Ok(())

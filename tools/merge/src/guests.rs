@@ -27,7 +27,10 @@ pub(crate) struct GuestInput {
     pub name: String,
 }
 
-pub(crate) fn open_guest(path: &Path, warnings: &mut Vec<String>) -> Result<GuestInput, MergeError> {
+pub(crate) fn open_guest(
+    path: &Path,
+    warnings: &mut Vec<String>,
+) -> Result<GuestInput, MergeError> {
     let dir = TraceDir::open(path)?;
     let Some(clock) = dir.clock else {
         return Err(MergeError::Input {
@@ -99,9 +102,15 @@ pub(crate) fn plan_guest(
         .events
         .iter()
         .filter(|e| match (&e.kind, &values) {
-            (KvmEventKind::Pio { write: true, port, val: Some(v), .. }, Some(values)) => {
-                *port == ctx.marker_port && values.contains(v)
-            }
+            (
+                KvmEventKind::Pio {
+                    write: true,
+                    port,
+                    val: Some(v),
+                    ..
+                },
+                Some(values),
+            ) => *port == ctx.marker_port && values.contains(v),
             _ => false,
         })
         .map(|e| e.pid)
@@ -124,12 +133,8 @@ pub(crate) fn plan_guest(
         ));
     }
     let mut kvm = KvmInputs::from_capture(ctx.capture, ctx.marker_port, threads.as_ref());
-    let listed_markers = attach_guest_markers(
-        &mut kvm,
-        g.markers.as_ref(),
-        ctx.marker_port,
-        warnings,
-    );
+    let listed_markers =
+        attach_guest_markers(&mut kvm, g.markers.as_ref(), ctx.marker_port, warnings);
     let alignment = choose_alignment(&AlignmentInput {
         offset_changes: &kvm.offset_changes,
         markers: &kvm.markers,

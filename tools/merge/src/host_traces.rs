@@ -124,7 +124,12 @@ pub(crate) fn stream_records(
     }
 }
 
-pub(crate) fn note_repairs(warnings: &mut Vec<String>, dir: &Path, tid: u32, timeline: &ThreadTimeline) {
+pub(crate) fn note_repairs(
+    warnings: &mut Vec<String>,
+    dir: &Path,
+    tid: u32,
+    timeline: &ThreadTimeline,
+) {
     let r = timeline.repairs();
     if r.lost_records > 0 || r.time_inversions > 0 {
         warnings.push(format!(

@@ -10,7 +10,11 @@ use crate::align::{Marker, TscOffsetChange, MARKER_HIGH_PORT_DELTA};
 use crate::{guest_markers, MergeError};
 
 /// The capture at `path`; leniently read, what was skipped becomes warnings.
-pub(crate) fn read_kvm(path: &Path, lenient: bool, warnings: &mut Vec<String>) -> Result<Capture, MergeError> {
+pub(crate) fn read_kvm(
+    path: &Path,
+    lenient: bool,
+    warnings: &mut Vec<String>,
+) -> Result<Capture, MergeError> {
     let parsed = vftrace_kvm::read_capture_with(path, &vftrace_kvm::ParseOptions { lenient })?;
     if parsed.cut_short {
         warnings.push(format!(
@@ -131,4 +135,3 @@ impl KvmInputs {
         inputs
     }
 }
-

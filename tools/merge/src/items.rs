@@ -257,7 +257,12 @@ mod tests {
             flow_out: None,
             flow_in: Some(3),
         };
-        let mut c = Cursor::new(1, 2, vec![span(1000, 2000), span(3000, 5000)], vec![instant]);
+        let mut c = Cursor::new(
+            1,
+            2,
+            vec![span(1000, 2000), span(3000, 5000)],
+            vec![instant],
+        );
         let mut sink = ChromeJsonWriter::new(Vec::new()).unwrap();
         let mut ended = Vec::new();
         let mut on_end = |w: Written| ended.push((w.span.start, w.end, w.parts().count()));
@@ -276,7 +281,10 @@ mod tests {
             .collect();
         assert_eq!(
             phases,
-            ["B1.0", "B1.0", "i1.0", "f1.0", "E1.5", "B1.5", "E2.0", "E2.0", "B3.0", "B3.0", "E3.5", "E3.5"]
+            [
+                "B1.0", "B1.0", "i1.0", "f1.0", "E1.5", "B1.5", "E2.0", "E2.0", "B3.0", "B3.0",
+                "E3.5", "E3.5"
+            ]
         );
     }
 }

@@ -184,7 +184,12 @@ pub const INFLATED_SHOWN: usize = 5;
 impl fmt::Display for MergeReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if let Some(file) = &self.kvm_file {
-            write!(f, "KVM:       {}: {} events", file.display(), self.kvm_events)?;
+            write!(
+                f,
+                "KVM:       {}: {} events",
+                file.display(),
+                self.kvm_events
+            )?;
             if self.kvm_lost_events > 0 {
                 write!(f, " ({} lost by the kernel)", self.kvm_lost_events)?;
             }

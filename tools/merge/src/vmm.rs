@@ -38,7 +38,11 @@ impl<'c> Vmm<'c> {
             .filter(|e| !is_sched(e))
             .map(|e| e.pid)
             .collect();
-        let pids: BTreeSet<u32> = own.iter().filter_map(|t| capture.tgids.get(t)).copied().collect();
+        let pids: BTreeSet<u32> = own
+            .iter()
+            .filter_map(|t| capture.tgids.get(t))
+            .copied()
+            .collect();
         let mut set = own.clone();
         set.extend(
             capture
@@ -47,8 +51,7 @@ impl<'c> Vmm<'c> {
                 .filter(|(_, p)| pids.contains(p))
                 .map(|(t, _)| *t),
         );
-        let mut threads: BTreeMap<u32, Vec<usize>> =
-            set.iter().map(|t| (*t, Vec::new())).collect();
+        let mut threads: BTreeMap<u32, Vec<usize>> = set.iter().map(|t| (*t, Vec::new())).collect();
         let mut order: Vec<usize> = (0..capture.events.len()).collect();
         order.sort_by_key(|&i| capture.events[i].tsc);
         let mut sched_events = 0;
@@ -240,7 +243,12 @@ fn period_span(p: &Period, clock: &HostClock) -> Span {
 
 /// The instant of one of a thread's own events (`ts` left 0), or None for events shown as
 /// the ends of spans.
-fn event_instant(e: &KvmEvent, index: usize, ctx: &ItemContext, probes: &mut u64) -> Option<Instant> {
+fn event_instant(
+    e: &KvmEvent,
+    index: usize,
+    ctx: &ItemContext,
+    probes: &mut u64,
+) -> Option<Instant> {
     let host_cpu = Arg::U64(e.cpu.into());
     let cpu = ("host_cpu", host_cpu.clone());
     let instant = |name: String, category, args: Args| Instant {

@@ -74,8 +74,12 @@ pub fn print_summary(report: &CaptureReport, output: &str) {
 pub fn write_probe_names(elf: &Path, dir: &Path) -> anyhow::Result<()> {
     let names = vftrace_symbols::probe_names(elf)?;
     if !names.is_empty() {
-        vftrace_format::probes::write_probe_names(dir, &names)
-            .with_context(|| format!("cannot write {}", dir.join(vftrace_format::probes::PROBES_FILE).display()))?;
+        vftrace_format::probes::write_probe_names(dir, &names).with_context(|| {
+            format!(
+                "cannot write {}",
+                dir.join(vftrace_format::probes::PROBES_FILE).display()
+            )
+        })?;
     }
     Ok(())
 }

@@ -253,7 +253,11 @@ impl StatusFiles {
         if self.count == 1 {
             return command;
         }
-        let code: i32 = std::fs::read_to_string(self.path(i)).ok()?.trim().parse().ok()?;
+        let code: i32 = std::fs::read_to_string(self.path(i))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?;
         Some(ExitStatus::from_raw(code << 8))
     }
 
@@ -329,7 +333,11 @@ fn print_exits(kvm_file: &Path, reports: &[CaptureReport]) -> anyhow::Result<()>
     print!(
         "host: {} kvm_pio exits of {}",
         pio.len(),
-        if reports.len() == 1 { "this guest" } else { "the guests" }
+        if reports.len() == 1 {
+            "this guest"
+        } else {
+            "the guests"
+        }
     );
     let start = report
         .markers
