@@ -115,10 +115,27 @@ pub(crate) fn plan_guest(
         })
         .map(|e| e.pid)
         .collect();
-    let pids: HashSet<u32> = marker_threads
+    let mut pids: HashSet<u32> = marker_threads
         .iter()
         .filter_map(|t| ctx.vmm.tgid(*t))
         .collect();
+    // No marker tells, but the capture holds one VMM: it is this guest's.
+    let mut only_vcpu_thread = None;
+    if marker_threads.is_empty() && ctx.guests == 1 {
+        let vmms: HashSet<u32> = ctx
+            .vmm
+            .vcpu_threads
+            .iter()
+            .filter_map(|t| ctx.vmm.tgid(*t))
+            .collect();
+        if vmms.len() == 1 {
+            pids = vmms;
+            let mut vcpus = ctx.vmm.vcpu_threads.iter();
+            if let (Some(t), None) = (vcpus.next(), vcpus.next()) {
+                only_vcpu_thread = Some(*t);
+            }
+        }
+    }
     let threads = (!marker_threads.is_empty()).then(|| {
         let mut t = marker_threads.clone();
         for pid in &pids {
@@ -172,6 +189,7 @@ pub(crate) fn plan_guest(
                 let mut writers = marker_threads.iter();
                 match (tids.len(), writers.next(), writers.next()) {
                     (1, Some(t), None) => Some(*t),
+                    (1, None, _) => only_vcpu_thread,
                     _ => None,
                 }
             })

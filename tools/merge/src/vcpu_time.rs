@@ -123,6 +123,10 @@ pub fn not_running_periods<'e>(
     let mut now: Option<Reason> = None;
     let mut since = 0u64;
     let mut resume: Option<Reason> = None;
+    // `now` is an exit only inferred from an exit-handling event (no `kvm_exit` in the
+    // capture): its end is known only when it goes on to the VMM; an exit the kernel handled
+    // itself ends unseen, so it is not shown at all rather than stretched to the next event.
+    let mut inferred = false;
     let mut change = |now: &mut Option<Reason>, since: &mut u64, to: Option<Reason>, t: u64| {
         if *now == to {
             return;
@@ -162,7 +166,7 @@ pub fn not_running_periods<'e>(
             | KvmEventKind::Mmio { .. }
             | KvmEventKind::Hypercall { .. }
             | KvmEventKind::Other { .. }
-                if own && now.is_none() && !has.exits =>
+                if own && (now.is_none() || inferred) && !has.exits =>
             {
                 let Some(what) = exit_shown_by(&e.kind) else {
                     continue;
@@ -202,6 +206,15 @@ pub fn not_running_periods<'e>(
             },
             _ => continue,
         };
+        if inferred && !matches!(next, Some(Reason::Vmm(_))) {
+            now = None;
+            if matches!(resume, Some(Reason::Exit(_))) && matches!(next, Some(Reason::Preempted | Reason::Sleeping | Reason::Blocked(_))) {
+                resume = None;
+            }
+        }
+        inferred = matches!(next, Some(Reason::Exit(_))) && !has.exits && now.is_none();
+        // (`now` is None here exactly when the exit starts from guest code or replaces an
+        // inferred one.)
         change(&mut now, &mut since, next, t);
     }
     periods
@@ -350,6 +363,35 @@ mod tests {
             ]
         );
         assert_eq!(running_spans(&events, 22), [(1000, 5000, 0)]);
+    }
+
+    /// Under PVM an exit the kernel handles itself (no return to the VMM) has no visible end:
+    /// it is left out, not stretched to whatever event comes next.
+    #[test]
+    fn pvm_exits_handled_in_the_kernel_are_not_stretched() {
+        let msr = |tsc| {
+            ev(
+                tsc,
+                7,
+                KvmEventKind::Other {
+                    name: "kvm_msr".into(),
+                    fields: "msr_write 6e0 = 0x1".into(),
+                },
+            )
+        };
+        let events = [
+            msr(100),
+            pio(5_000),
+            ev(5_003, 7, KvmEventKind::Fpu { load: false }),
+            ev(5_040, 7, KvmEventKind::Fpu { load: true }),
+            msr(9_000),
+            switch(9_100, 7, "R", 3),
+            switch(9_900, 3, "S", 7),
+        ];
+        let p = not_running_periods(&events, 7, CaptureHas::default());
+        let spans: Vec<(u64, u64)> = p.iter().map(|p| (p.start, p.end)).collect();
+        assert_eq!(spans, [(5_000, 5_040), (9_100, 9_900)], "{p:?}");
+        assert_eq!(p[1].segments.len(), 1, "preempted, then back in the guest");
     }
 
     /// VMX/SVM shapes: an exit is a span from kvm_exit to kvm_entry with its reason, and a
