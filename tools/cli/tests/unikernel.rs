@@ -116,6 +116,24 @@ fn guest_trace_replays_with_exact_call_counts() {
 
 use vftrace_testsupport::tracefs_usable;
 
+/// `vftrace demo ARGS -o OUT`, which must succeed; its standard output.
+fn run_demo(out: &Path, args: &[&str]) -> String {
+    let run = vftrace()
+        .arg("demo")
+        .args(args)
+        .arg("-o")
+        .arg(out)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout).into_owned();
+    assert!(
+        run.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    stdout
+}
+
 /// Numbers after "min", "median", "max" in the demo's residual line, in microseconds.
 fn residuals_us(stdout: &str) -> (f64, f64, f64, usize) {
     let line = stdout
@@ -149,17 +167,7 @@ fn guest_markers_precede_host_pio_within_50us() {
         return;
     }
     let out = scratch("merge");
-    let run = vftrace()
-        .args(["demo", "--cmdline", "fib=15 sort=8 helpers=100", "-o"])
-        .arg(&out)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&run.stdout);
-    assert!(
-        run.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
+    let stdout = run_demo(&out, &["--cmdline", "fib=15 sort=8 helpers=100"]);
     let (min, median, max, count) = residuals_us(&stdout);
     println!(
         "marker residuals over {count} markers: min {min} us, median {median} us, max {max} us"
@@ -344,16 +352,9 @@ fn two_guests_at_once_each_in_its_own_process_with_probes_in_host_time_order() {
         return;
     }
     let out = scratch("two");
-    let run = vftrace()
-        .args(["demo", "--guests", "2", "--cmdline", "fib=12 sort=6 helpers=600", "-o"])
-        .arg(&out)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&run.stdout);
-    assert!(
-        run.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&run.stderr)
+    let stdout = run_demo(
+        &out,
+        &["--guests", "2", "--cmdline", "fib=12 sort=6 helpers=600"],
     );
     println!("{stdout}");
     let events = timeline_events(&out.join("timeline.json"));

@@ -53,7 +53,7 @@ pub use report::{
 
 /// Process id of a guest whose VMM the capture does not name: this plus its index (above
 /// Linux's largest pid, 2^22).
-pub const UNKNOWN_VMM_GUEST_PID: u32 = 0x4000_0001;
+pub const UNKNOWN_VMM_GUEST_PID: u32 = 0x4000_0010;
 /// Process id of the host threads whose process the capture does not name.
 pub const KVM_PID: u32 = 0x4000_0100;
 /// Default largest believable delay from a guest's marker write to its `kvm_pio` (1 ms; it is
