@@ -2,7 +2,8 @@
 //!
 //! `no_std` and allocation-free, for the in-process backend and guests: [`record`] (the
 //! 16-byte records), [`pool`] (the trace pool and its chunk hand-over), [`abi`] (what the
-//! backend and its frontends exchange), [`stream`] (a guest's byte stream), [`stats`].
+//! backend and its frontends exchange), [`stream`] (a guest's byte stream), [`probes`] (host-timestamped
+//! guest probes), [`stats`].
 //! Everything that touches files lives behind the `std` feature:
 //!
 //! - [`info`]: the `info` file (binary header + text sections), [`task`]: `task.txt`,
@@ -26,6 +27,7 @@
 
 pub mod abi;
 pub mod pool;
+pub mod probes;
 pub mod record;
 pub mod stats;
 

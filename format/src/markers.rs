@@ -2,11 +2,13 @@
 //! its stream), with the full 64-bit TSC of each.
 //!
 //! ```text
-//! # vftrace guest markers: guest_tsc value phase (port 0x6a0)
-//! 50000000123456 0x4ebfff1b 1
+//! # vftrace guest markers: guest_tsc value phase guest_tsc_after (port 0x6a0)
+//! 50000000123456 0x4ebfff1b 1 50000000131022
 //! ```
 //! With it no unwrapping of the low 32 bits is needed, and each host `kvm_pio` is paired with
-//! the guest write of the same value.
+//! the guest write of the same value. `guest_tsc_after` (the TSC read right after the write
+//! returned) bounds the host's stamp from above; lists without it (three columns) are read with
+//! it unknown (0).
 use std::fmt::Write as _;
 use std::io::{self, Write};
 use std::path::Path;
@@ -59,8 +61,10 @@ pub fn parse_guest_markers(bytes: &[u8], path: &Path) -> Result<GuestMarkers, Fo
         }
         let fields: Vec<&str> = line.split_whitespace().collect();
         let err = |m: &str| FormatError::at_line(path, n, format!("{m}: {line:?}"));
-        let [tsc, value, phase] = fields[..] else {
-            return Err(err("expected `guest_tsc value phase`"));
+        let (tsc, value, phase, after) = match fields[..] {
+            [tsc, value, phase] => (tsc, value, phase, None),
+            [tsc, value, phase, after] => (tsc, value, phase, Some(after)),
+            _ => return Err(err("expected `guest_tsc value phase [guest_tsc_after]`")),
         };
         let tsc = parse_u64(tsc).ok_or_else(|| err("guest_tsc is not a number"))?;
         let value = parse_u64(value)
@@ -69,7 +73,16 @@ pub fn parse_guest_markers(bytes: &[u8], path: &Path) -> Result<GuestMarkers, Fo
         let phase = parse_u64(phase)
             .and_then(|v| u32::try_from(v).ok())
             .ok_or_else(|| err("phase is not a 32-bit number"))?;
-        out.markers.push(GuestMarker { tsc, value, phase });
+        let tsc_after = match after {
+            Some(a) => parse_u64(a).ok_or_else(|| err("guest_tsc_after is not a number"))?,
+            None => 0,
+        };
+        out.markers.push(GuestMarker {
+            tsc,
+            value,
+            phase,
+            tsc_after,
+        });
     }
     Ok(out)
 }
@@ -87,10 +100,11 @@ pub fn write_guest_markers(
     port: Option<u16>,
     markers: &[GuestMarker],
 ) -> io::Result<()> {
-    let mut text = String::from("# vftrace guest markers: guest_tsc value phase (port ");
+    let mut text =
+        String::from("# vftrace guest markers: guest_tsc value phase guest_tsc_after (port ");
     let _ = writeln!(text, "{:#x})", port.unwrap_or(0));
     for m in markers {
-        let _ = writeln!(text, "{} {:#x} {}", m.tsc, m.value, m.phase);
+        let _ = writeln!(text, "{} {:#x} {} {}", m.tsc, m.value, m.phase, m.tsc_after);
     }
     w.write_all(text.as_bytes())
 }
@@ -111,9 +125,12 @@ mod tests {
             GuestMarker {
                 tsc: 50000000123456,
                 value: 0x4ebfff1b,
-                phase: 1
+                phase: 1,
+                tsc_after: 0
             }
         );
+        let m = parse_guest_markers(b"10 0xa 1 25\n", Path::new("m")).unwrap();
+        assert_eq!(m.markers[0].tsc_after, 25);
     }
 
     #[test]
@@ -136,6 +153,7 @@ mod tests {
             tsc: 0x1_2345_6789,
             value: 0x2345_6789,
             phase: 3,
+            tsc_after: 0x1_2345_9999,
         }];
         let mut out = Vec::new();
         write_guest_markers(&mut out, Some(0x6a0), &markers).unwrap();

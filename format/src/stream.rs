@@ -5,7 +5,7 @@
 //! ```text
 //! offset  size  field
 //! 0       4     magic "VFTS"
-//! 4       2     stream format version (u16 LE, currently 1)
+//! 4       2     stream format version (u16 LE, currently 2; version 1 is still read)
 //! 6       2     frame type (u16 LE, see FrameType)
 //! 8       4     payload length (u32 LE, at most MAX_PAYLOAD)
 //! 12      len   payload
@@ -17,6 +17,10 @@
 //! frame (TSC of every marker port write) and an `End` frame with totals. All integers are
 //! little-endian.
 //!
+//! Version 2 changed one thing: a marker in the `Markers` frame is 24 bytes, the TSC read just
+//! after the port write following the 16 of version 1 (TSC before, value, phase). Frames of
+//! version 1 are read with that TSC unknown (0).
+//!
 //! The encoder ([`StreamWriter`]) is `no_std` and allocation-free: it hands byte slices to a
 //! sink (`FnMut(&[u8])`), passing record chunks through without copying them, so that a kernel
 //! can send each slice with one string I/O instruction. The decoder ([`StreamReader`], with
@@ -26,8 +30,10 @@
 
 /// First bytes of every frame.
 pub const MAGIC: [u8; 4] = *b"VFTS";
-/// The stream format this code writes and reads.
-pub const VERSION: u16 = 1;
+/// The stream format this code writes (and the newest it reads).
+pub const VERSION: u16 = 2;
+/// The oldest stream format it reads.
+pub const OLDEST_VERSION: u16 = 1;
 /// Bytes before the payload.
 pub const FRAME_HEADER_SIZE: usize = 12;
 /// Bytes after the payload (the CRC).
@@ -48,7 +54,10 @@ pub const MAX_THREADS: usize = 4096;
 /// Bytes of a `Records` payload before its records: tid, first index, count.
 pub const RECORDS_PREFIX: usize = 8 + 8 + 4;
 const THREAD_STATS_SIZE: usize = 5 * 8;
-const MARKER_SIZE: usize = 16;
+/// A marker in a version 1 frame: TSC, value, phase.
+const MARKER_SIZE_V1: usize = 16;
+/// Version 2 adds the TSC after the write.
+const MARKER_SIZE: usize = 24;
 const END_SIZE: usize = 8 + 8 + 4 + 8 + 8;
 
 /// What a frame carries.
@@ -136,6 +145,9 @@ pub struct Marker {
     pub value: u32,
     /// What the marker stands for (guest-defined).
     pub phase: u32,
+    /// Full TSC read just after the `out` returned, 0 when not known (a version 1 stream).
+    /// The host's stamp of the write must lie between `tsc` and this.
+    pub tsc_after: u64,
 }
 
 /// The last frame: totals that let the reader tell a complete stream from a cut one.
@@ -281,7 +293,8 @@ impl<S: FnMut(&[u8])> StreamWriter<S> {
         for (slot, m) in encoded.iter_mut().zip(markers) {
             slot[..8].copy_from_slice(&m.tsc.to_le_bytes());
             slot[8..12].copy_from_slice(&m.value.to_le_bytes());
-            slot[12..].copy_from_slice(&m.phase.to_le_bytes());
+            slot[12..16].copy_from_slice(&m.phase.to_le_bytes());
+            slot[16..].copy_from_slice(&m.tsc_after.to_le_bytes());
         }
         self.frame(
             FrameType::Markers,
@@ -428,7 +441,7 @@ mod reader {
                     "bad frame magic {m:02x?} (expected \"VFTS\"): corrupted stream"
                 ),
                 StreamErrorKind::UnsupportedVersion(v) => {
-                    write!(f, "stream format version {v} is not supported (this vftrace reads version {VERSION})")
+                    write!(f, "stream format version {v} is not supported (this vftrace reads versions {OLDEST_VERSION} to {VERSION})")
                 }
                 StreamErrorKind::UnknownFrameType(t) => write!(f, "unknown frame type {t}"),
                 StreamErrorKind::PayloadTooLarge(n) => {
@@ -622,11 +635,11 @@ mod reader {
                 return Err(StreamErrorKind::BadCrc { stored, computed });
             }
             // The checksum is right, so a wrong version or type is the writer's, not noise.
-            if version != VERSION {
+            if !(OLDEST_VERSION..=VERSION).contains(&version) {
                 return Err(StreamErrorKind::UnsupportedVersion(version));
             }
             let kind = FrameType::from_u16(kind).ok_or(StreamErrorKind::UnknownFrameType(kind))?;
-            let payload = decode_payload(kind, payload)?;
+            let payload = decode_payload(kind, version, payload)?;
             let offset = self.offset - (FRAME_HEADER_SIZE + body.len()) as u64;
             self.tally.add(&payload, offset)?;
             if matches!(payload, Payload::End(_)) {
@@ -700,7 +713,11 @@ mod reader {
         }
     }
 
-    fn decode_payload(kind: FrameType, bytes: &[u8]) -> Result<Payload, StreamErrorKind> {
+    fn decode_payload(
+        kind: FrameType,
+        version: u16,
+        bytes: &[u8],
+    ) -> Result<Payload, StreamErrorKind> {
         let mut f = Fields { bytes };
         let payload = match kind {
             FrameType::Header => {
@@ -775,7 +792,12 @@ mod reader {
                 let port = f.u16("markers frame too short")?;
                 f.u16("markers frame too short")?;
                 let count = f.u32("markers frame too short")? as usize;
-                if count > MAX_MARKERS || count * MARKER_SIZE != f.bytes.len() {
+                let size = if version == 1 {
+                    MARKER_SIZE_V1
+                } else {
+                    MARKER_SIZE
+                };
+                if count > MAX_MARKERS || count * size != f.bytes.len() {
                     return Err(StreamErrorKind::Malformed(
                         "marker count does not match the frame length",
                     ));
@@ -786,6 +808,7 @@ mod reader {
                         tsc: f.u64("marker")?,
                         value: f.u32("marker")?,
                         phase: f.u32("marker")?,
+                        tsc_after: if version == 1 { 0 } else { f.u64("marker")? },
                     });
                 }
                 Payload::Markers { port, markers }
@@ -849,11 +872,13 @@ mod reader {
                         tsc: 150,
                         value: 150,
                         phase: 1,
+                        tsc_after: 160,
                     },
                     Marker {
                         tsc: 250,
                         value: 250,
                         phase: 2,
+                        tsc_after: 262,
                     },
                 ],
             )
@@ -996,6 +1021,59 @@ mod reader {
             let err = err.unwrap();
             assert!(matches!(err.kind, StreamErrorKind::MissingEnd));
             assert_eq!(err.offset, end_offset as u64);
+        }
+
+        /// Markers keep the TSC after their write; a version 1 stream (16-byte markers) is
+        /// still read, with that TSC unknown.
+        #[test]
+        fn markers_of_both_versions_are_read() {
+            let (frames, err) = decode(&sample_stream());
+            assert!(err.is_none());
+            let Payload::Markers { markers, .. } = &frames[4].payload else {
+                panic!("{:?}", frames[4].payload)
+            };
+            assert_eq!((markers[0].tsc, markers[0].tsc_after), (150, 160));
+            assert_eq!(markers[1].tsc_after, 262);
+
+            // The same stream as version 1 wrote it: every frame says version 1, markers
+            // are 16 bytes, the CRCs and the end frame's byte count follow.
+            let mut v1 = Vec::new();
+            let mut offset = 0;
+            let bytes = sample_stream();
+            while offset < bytes.len() {
+                let len = u32::from_le_bytes(bytes[offset + 8..offset + 12].try_into().unwrap()) as usize;
+                let kind = u16::from_le_bytes([bytes[offset + 6], bytes[offset + 7]]);
+                let mut payload = bytes[offset + 12..offset + 12 + len].to_vec();
+                if kind == FrameType::Markers as u16 {
+                    let mut short = payload[..8].to_vec();
+                    for m in payload[8..].chunks(MARKER_SIZE) {
+                        short.extend_from_slice(&m[..MARKER_SIZE_V1]);
+                    }
+                    payload = short;
+                }
+                if kind == FrameType::End as u16 {
+                    payload[28..36].copy_from_slice(&(v1.len() as u64).to_le_bytes());
+                }
+                let mut head = bytes[offset..offset + 12].to_vec();
+                head[4..6].copy_from_slice(&1u16.to_le_bytes());
+                head[8..12].copy_from_slice(&(payload.len() as u32).to_le_bytes());
+                let mut crc = Crc32::new();
+                crc.update(&head);
+                crc.update(&payload);
+                v1.extend_from_slice(&head);
+                v1.extend_from_slice(&payload);
+                v1.extend_from_slice(&crc.finalize().to_le_bytes());
+                offset += 12 + len + 4;
+            }
+            let (frames, err) = decode(&v1);
+            assert!(err.is_none(), "{err:?}");
+            let Payload::Markers { markers, .. } = &frames[4].payload else {
+                panic!()
+            };
+            assert_eq!((markers[1].tsc, markers[1].phase, markers[1].tsc_after), (250, 2, 0));
+            let mut v3 = sample_stream();
+            v3[4] = 3;
+            assert!(matches!(decode(&v3).1.unwrap().kind, StreamErrorKind::BadCrc { .. }));
         }
 
         #[test]

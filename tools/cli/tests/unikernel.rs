@@ -116,6 +116,24 @@ fn guest_trace_replays_with_exact_call_counts() {
 
 use vftrace_testsupport::tracefs_usable;
 
+/// `vftrace demo ARGS -o OUT`, which must succeed; its standard output.
+fn run_demo(out: &Path, args: &[&str]) -> String {
+    let run = vftrace()
+        .arg("demo")
+        .args(args)
+        .arg("-o")
+        .arg(out)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout).into_owned();
+    assert!(
+        run.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    stdout
+}
+
 /// Numbers after "min", "median", "max" in the demo's residual line, in microseconds.
 fn residuals_us(stdout: &str) -> (f64, f64, f64, usize) {
     let line = stdout
@@ -149,17 +167,7 @@ fn guest_markers_precede_host_pio_within_50us() {
         return;
     }
     let out = scratch("merge");
-    let run = vftrace()
-        .args(["demo", "--cmdline", "fib=15 sort=8 helpers=100", "-o"])
-        .arg(&out)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&run.stdout);
-    assert!(
-        run.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
+    let stdout = run_demo(&out, &["--cmdline", "fib=15 sort=8 helpers=100"]);
     let (min, median, max, count) = residuals_us(&stdout);
     println!(
         "marker residuals over {count} markers: min {min} us, median {median} us, max {max} us"
@@ -326,4 +334,99 @@ fn damaged_stream_is_rejected_and_earlier_frames_recovered() {
     let err = String::from_utf8_lossy(&run.stderr);
     assert!(!run.status.success() && err.contains("checksum"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The merged timeline's events (Chrome JSON).
+fn timeline_events(path: &Path) -> Vec<serde_json::Value> {
+    let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    doc["traceEvents"].as_array().unwrap().clone()
+}
+
+/// Issue 12: two example unikernels run at the same time under one capture; each is a
+/// process of its own (its QEMU's pid, named after its image, a "vCPU 0" track on the thread
+/// that ran it), and their probes, stamped by the host, lie in one host-time order: the
+/// order of their `kvm_pio` in the capture.
+#[test]
+fn two_guests_at_once_each_in_its_own_process_with_probes_in_host_time_order() {
+    if !require(&[("root + tracefs", tracefs_usable())]) {
+        return;
+    }
+    let out = scratch("two");
+    let stdout = run_demo(
+        &out,
+        &["--guests", "2", "--cmdline", "fib=12 sort=6 helpers=600"],
+    );
+    println!("{stdout}");
+    let events = timeline_events(&out.join("timeline.json"));
+    let named = |kind: &str, name: &str| -> Vec<(u64, u64)> {
+        events
+            .iter()
+            .filter(|e| e["ph"] == "M" && e["name"] == kind && e["args"]["name"] == name)
+            .map(|e| (e["pid"].as_u64().unwrap(), e["tid"].as_u64().unwrap()))
+            .collect()
+    };
+    let guests: Vec<u64> = named("process_name", "guest").iter().map(|p| p.0).collect();
+    assert_eq!(guests.len(), 2, "two guest processes");
+    assert_ne!(guests[0], guests[1]);
+    let vcpus = named("thread_name", "vCPU 0");
+    for pid in &guests {
+        let (_, tid) = vcpus.iter().find(|(p, _)| p == pid).expect("a vCPU 0 track");
+        assert_ne!(u64::from(*tid as u32), *pid, "the vCPU track is QEMU's vCPU thread");
+    }
+    // The capture's probe writes, in host time order, as (process, value).
+    let capture = vftrace_kvm::read_capture(&out.join("host.kvm")).unwrap();
+    let mut writes: Vec<(u64, u64, u64)> = capture
+        .events
+        .iter()
+        .filter_map(|e| match e.kind {
+            vftrace_kvm::KvmEventKind::Pio {
+                port: vftrace_format::probes::PROBE_PORT,
+                val: Some(v),
+                ..
+            } => Some((
+                e.tsc,
+                u64::from(capture.tgids[&e.pid]),
+                u64::from(vftrace_format::probes::decode(v as u32).1),
+            )),
+            _ => None,
+        })
+        .collect();
+    writes.sort();
+    let mut probes: Vec<(f64, u64, u64, String)> = events
+        .iter()
+        .filter(|e| e["ph"] == "i" && e["cat"] == "probe")
+        .map(|e| {
+            (
+                e["ts"].as_f64().unwrap(),
+                e["pid"].as_u64().unwrap(),
+                e["args"]["value"].as_u64().unwrap(),
+                e["name"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    probes.sort_by(|a, b| a.0.total_cmp(&b.0));
+    // fib's result, the sort check, and helpers at rounds 0, 256, 512: five per guest.
+    assert_eq!(probes.len(), 10, "{probes:?}");
+    let ours: Vec<(u64, u64)> = probes.iter().map(|p| (p.1, p.2)).collect();
+    let theirs: Vec<(u64, u64)> = writes.iter().map(|w| (w.1, w.2)).collect();
+    assert_eq!(ours, theirs, "probes in the capture's host-time order");
+    for pid in &guests {
+        let names: Vec<&str> = probes
+            .iter()
+            .filter(|p| p.1 == *pid)
+            .map(|p| p.3.as_str())
+            .collect();
+        assert_eq!(
+            names,
+            ["probe: fib result", "probe: sort checked", "probe: helpers round", "probe: helpers round", "probe: helpers round"],
+            "names from the guest image's table"
+        );
+    }
+    // Each guest's markers: flows from its writes to its host events, stamps in the window.
+    assert_eq!(events.iter().filter(|e| e["ph"] == "s").count(), 18);
+    assert!(
+        !stdout.contains("host stamp outside the window: 1") && stdout.contains("host stamp outside the window: 0 of 8"),
+        "{stdout}"
+    );
+    let _ = std::fs::remove_dir_all(&out);
 }

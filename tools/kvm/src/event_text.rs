@@ -19,6 +19,21 @@ pub(crate) fn parse_kind(name: &str, fields: &str) -> KvmEventKind {
         "kvm_exit" => parse_exit(&tokens),
         "kvm_entry" => parse_entry(&tokens),
         "kvm_hypercall" => parse_hypercall(&tokens),
+        "kvm_fpu" => match tokens.as_slice() {
+            ["load"] => Some(KvmEventKind::Fpu { load: true }),
+            ["unload"] => Some(KvmEventKind::Fpu { load: false }),
+            _ => None,
+        },
+        "kvm_userspace_exit" => {
+            fields
+                .trim()
+                .strip_prefix("reason ")
+                .map(|r| KvmEventKind::UserspaceExit {
+                    reason: r.trim().to_string(),
+                })
+        }
+        "sched_switch" => parse_sched_switch(fields),
+        "sched_wakeup" => parse_sched_wakeup(fields),
         _ => None,
     };
     known.unwrap_or_else(|| KvmEventKind::Other {
@@ -83,6 +98,23 @@ pub(crate) fn format_fields(kind: &KvmEventKind) -> String {
             (None, None) => Ok(()),
         },
         KvmEventKind::Hypercall { nr } => write!(out, "nr {nr:#x}"),
+        KvmEventKind::Fpu { load } => out.write_str(if *load { "load" } else { "unload" }),
+        KvmEventKind::UserspaceExit { reason } => write!(out, "reason {reason}"),
+        KvmEventKind::SchedSwitch {
+            prev_comm,
+            prev_pid,
+            prev_state,
+            next_comm,
+            next_pid,
+        } => write!(
+            out,
+            "prev_comm={prev_comm} prev_pid={prev_pid} prev_state={prev_state} ==> next_comm={next_comm} next_pid={next_pid}"
+        ),
+        KvmEventKind::SchedWakeup {
+            comm,
+            pid,
+            target_cpu,
+        } => write!(out, "comm={comm} pid={pid} target_cpu={target_cpu:03}"),
         KvmEventKind::Other { fields, .. } => write!(out, "{fields}"),
     };
     out
@@ -188,6 +220,47 @@ fn parse_entry(tokens: &[&str]) -> Option<KvmEventKind> {
     Some(KvmEventKind::Entry { vcpu, rip })
 }
 
+/// `COMM_KEY=COMM PID_KEY=N rest...` where COMM may hold spaces (`opt cgu.03`): the comm is
+/// what lies before the last ` PID_KEY=`. Returns (comm, pid, the words after the pid).
+fn comm_and_pid<'a>(
+    text: &'a str,
+    comm_key: &str,
+    pid_key: &str,
+) -> Option<(&'a str, u32, Vec<&'a str>)> {
+    let rest = text.trim().strip_prefix(comm_key)?;
+    let at = rest.rfind(pid_key)?;
+    let comm = &rest[..at];
+    let mut words = rest[at + pid_key.len()..].split_whitespace();
+    let pid = words.next()?.parse().ok()?;
+    Some((comm, pid, words.collect()))
+}
+
+/// `prev_comm=C prev_pid=N [prev_prio=P] prev_state=S ==> next_comm=C next_pid=N [next_prio=P]`
+fn parse_sched_switch(fields: &str) -> Option<KvmEventKind> {
+    let (prev, next) = fields.split_once(" ==> ")?;
+    let (prev_comm, prev_pid, rest) = comm_and_pid(prev, "prev_comm=", " prev_pid=")?;
+    let prev_state = rest.iter().find_map(|w| w.strip_prefix("prev_state="))?;
+    let (next_comm, next_pid, _) = comm_and_pid(next, "next_comm=", " next_pid=")?;
+    Some(KvmEventKind::SchedSwitch {
+        prev_comm: prev_comm.to_string(),
+        prev_pid,
+        prev_state: prev_state.to_string(),
+        next_comm: next_comm.to_string(),
+        next_pid,
+    })
+}
+
+/// `comm=C pid=N [prio=P] target_cpu=NNN`
+fn parse_sched_wakeup(fields: &str) -> Option<KvmEventKind> {
+    let (comm, pid, rest) = comm_and_pid(fields, "comm=", " pid=")?;
+    let target_cpu = rest.iter().find_map(|w| w.strip_prefix("target_cpu="))?;
+    Some(KvmEventKind::SchedWakeup {
+        comm: comm.to_string(),
+        pid,
+        target_cpu: target_cpu.parse().ok()?,
+    })
+}
+
 /// `nr 0x1 a0 0x0 a1 ...`
 fn parse_hypercall(tokens: &[&str]) -> Option<KvmEventKind> {
     let ["nr", nr, ..] = tokens else { return None };
@@ -290,6 +363,44 @@ mod tests {
     }
 
     #[test]
+    fn scheduler_and_vmm_shapes_parse() {
+        assert_eq!(
+            parse_kind(
+                "sched_switch",
+                "prev_comm=opt cgu.03 prev_pid=25958 prev_prio=120 prev_state=R+ ==> next_comm=qemu-system-x86 next_pid=25973 next_prio=120"
+            ),
+            KvmEventKind::SchedSwitch {
+                prev_comm: "opt cgu.03".into(),
+                prev_pid: 25958,
+                prev_state: "R+".into(),
+                next_comm: "qemu-system-x86".into(),
+                next_pid: 25973
+            }
+        );
+        assert_eq!(
+            parse_kind(
+                "sched_wakeup",
+                "comm=CPU 0/KVM pid=7 prio=120 target_cpu=001"
+            ),
+            KvmEventKind::SchedWakeup {
+                comm: "CPU 0/KVM".into(),
+                pid: 7,
+                target_cpu: 1
+            }
+        );
+        assert_eq!(
+            parse_kind("kvm_fpu", "unload"),
+            KvmEventKind::Fpu { load: false }
+        );
+        assert_eq!(
+            parse_kind("kvm_userspace_exit", "reason KVM_EXIT_IO (2)"),
+            KvmEventKind::UserspaceExit {
+                reason: "KVM_EXIT_IO (2)".into()
+            }
+        );
+    }
+
+    #[test]
     fn unknown_shapes_become_other() {
         for (name, fields) in [
             ("kvm_pio", "pio_write at 0x10000 size 4 count 1 val 0x1"),
@@ -297,6 +408,12 @@ mod tests {
             ("kvm_write_tsc_offset", "vcpu=0 prev=-1 next=2"),
             ("kvm_msr", "msr_write 10 = 0x0"),
             ("kvm_exit", "reason X rip"),
+            (
+                "sched_switch",
+                "prev_comm=a prev_pid=x prev_state=S ==> next_comm=b next_pid=2",
+            ),
+            ("sched_wakeup", "comm=a pid=1 prio=120"),
+            ("kvm_fpu", "reload"),
         ] {
             assert_eq!(
                 parse_kind(name, fields),
@@ -371,6 +488,22 @@ mod tests {
                 rip: Some(1),
             },
             KvmEventKind::Hypercall { nr: 0 },
+            KvmEventKind::Fpu { load: true },
+            KvmEventKind::UserspaceExit {
+                reason: "restart (4)".into(),
+            },
+            KvmEventKind::SchedSwitch {
+                prev_comm: "with space".into(),
+                prev_pid: 1,
+                prev_state: "D|W".into(),
+                next_comm: "swapper/0".into(),
+                next_pid: 0,
+            },
+            KvmEventKind::SchedWakeup {
+                comm: "qemu-system-x86".into(),
+                pid: 9,
+                target_cpu: 12,
+            },
         ];
         for kind in kinds {
             assert_eq!(parse_kind(kind.name(), &format_fields(&kind)), kind);

@@ -1,4 +1,4 @@
-//! Host KVM events: recording them from tracefs and reading captures (vftrace's own, trace-cmd
+//! Host KVM events and the scheduler's view of the VMM's threads: recording them from tracefs and reading captures (vftrace's own, trace-cmd
 //! report text, raw tracefs text).
 //!
 //! Recording ([`record`]) drives a private tracefs instance with the `x86-tsc` trace clock, so
@@ -26,7 +26,7 @@ pub use capture::{
     Parsed, CAPTURE_MAGIC,
 };
 pub use clock::{monotonic_ns, tsc_now};
-pub use record::{record, RecordOptions, RecordSummary, StopReason, DEFAULT_EVENTS};
+pub use record::{record, RecordOptions, RecordSummary, StopReason, DEFAULT_EVENTS, SCHED_EVENTS};
 
 /// One host kernel event; `tsc` is the host's TSC (trace clock `x86-tsc`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -70,6 +70,28 @@ pub enum KvmEventKind {
     Entry { vcpu: Option<u32>, rip: Option<u64> },
     /// `kvm_hypercall`.
     Hypercall { nr: u64 },
+    /// `kvm_fpu`: `load` when the vCPU thread enters `KVM_RUN` (about to run the guest),
+    /// `unload` when it leaves it for the VMM. It fires under PVM too, so it brackets the time
+    /// a vCPU thread spends in its VMM where `kvm_exit`/`kvm_entry` do not fire.
+    Fpu { load: bool },
+    /// `kvm_userspace_exit`: `KVM_RUN` returns to the VMM; `reason` as printed
+    /// (`KVM_EXIT_IO (2)`, `restart (4)` after a signal...).
+    UserspaceExit { reason: String },
+    /// `sched:sched_switch`: `prev` leaves the CPU in state `prev_state` (`R` or `R+`:
+    /// preempted, `S`: sleeping, `D`: uninterruptible...), `next` runs.
+    SchedSwitch {
+        prev_comm: String,
+        prev_pid: u32,
+        prev_state: String,
+        next_comm: String,
+        next_pid: u32,
+    },
+    /// `sched:sched_wakeup`: task `pid` becomes runnable (on `target_cpu`).
+    SchedWakeup {
+        comm: String,
+        pid: u32,
+        target_cpu: u32,
+    },
     /// Any other event, or a known one whose fields had a shape this crate does not know.
     Other { name: String, fields: String },
 }
@@ -84,6 +106,10 @@ impl KvmEventKind {
             KvmEventKind::Exit { .. } => "kvm_exit",
             KvmEventKind::Entry { .. } => "kvm_entry",
             KvmEventKind::Hypercall { .. } => "kvm_hypercall",
+            KvmEventKind::Fpu { .. } => "kvm_fpu",
+            KvmEventKind::UserspaceExit { .. } => "kvm_userspace_exit",
+            KvmEventKind::SchedSwitch { .. } => "sched_switch",
+            KvmEventKind::SchedWakeup { .. } => "sched_wakeup",
             KvmEventKind::Other { name, .. } => name,
         }
     }
@@ -109,6 +135,9 @@ pub struct Capture {
     pub lost_events: u64,
     /// "vftrace", "trace-cmd report" or "tracefs text".
     pub source: String,
+    /// Thread id -> process id (tgid), as far as the source tells (tracefs's `record-tgid`
+    /// column; `vftrace kvm` records it).
+    pub tgids: std::collections::BTreeMap<u32, u32>,
 }
 
 impl Capture {

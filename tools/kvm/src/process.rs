@@ -72,6 +72,17 @@ pub struct ChildGuard {
 
 impl ChildGuard {
     pub fn spawn(command: &[String]) -> Result<ChildGuard> {
+        Self::spawn_with(command, || Ok(()))
+    }
+
+    /// Like [`ChildGuard::spawn`], with `before_exec` run in the child just before it execs
+    /// the command (after the death signal is set up). It runs between fork and exec, so it
+    /// may only call async-signal-safe functions (open, write, close, getpid...) and must not
+    /// allocate.
+    pub fn spawn_with(
+        command: &[String],
+        mut before_exec: impl FnMut() -> std::io::Result<()> + Send + Sync + 'static,
+    ) -> Result<ChildGuard> {
         let child = match command.split_first() {
             None => None,
             Some((program, args)) => {
@@ -91,7 +102,7 @@ impl ChildGuard {
                         if libc::getppid() as u32 != recorder {
                             return Err(std::io::Error::other("the recorder has exited"));
                         }
-                        Ok(())
+                        before_exec()
                     })
                 };
                 Some(command.spawn().with_context(|| {

@@ -2,6 +2,13 @@
 //! a reader thread that streams normalized events into the capture file, while a command
 //! runs, for a duration, or until SIGINT/SIGTERM/SIGHUP.
 //!
+//! With a command (or `pids`), the instance records only the VMM's threads: `set_event_pid`
+//! holds the command's pid (which the child writes itself, between fork and exec, so nothing
+//! before it is missed and nothing of other processes slips in) and `event-fork` adds every
+//! process and thread it creates. That also limits the scheduler's events (`sched_switch`
+//! where the VMM's thread leaves or takes a CPU, `sched_wakeup` of its threads), which a busy
+//! host would otherwise flood the capture with. `record-tgid` gives each thread's process.
+//!
 //! Cleanup order on every exit path (return, error, unwinding panic): the child is stopped,
 //! then the reader thread is stopped and joined (closing trace_pipe, which would keep the
 //! instance busy), then the instance is removed. Locals drop in reverse declaration order,
@@ -17,6 +24,8 @@ use crate::KvmEvent;
 use anyhow::{bail, Context, Result};
 use std::fs::File;
 use std::io::{BufWriter, IsTerminal, Read};
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
@@ -36,7 +45,13 @@ pub const DEFAULT_EVENTS: &[&str] = &[
     "kvm_hypercall",
     "kvm_msr",
     "kvm_userspace_exit",
+    "kvm_fpu",
 ];
+
+/// The scheduler's view of the VMM's threads, added to the default events when the
+/// recording is limited to them (a command or `pids`): without that limit they would record
+/// every task switch of the host.
+pub const SCHED_EVENTS: &[&str] = &["sched:sched_switch", "sched:sched_wakeup"];
 
 /// The event every capture needs: it carries the guest's TSC offset.
 const TSC_OFFSET_EVENT: &str = "kvm_write_tsc_offset";
@@ -54,8 +69,12 @@ pub struct RecordOptions {
     /// Stop after this long (also terminating the command if it still runs).
     pub duration: Option<Duration>,
     /// Program and arguments to run while recording; empty: record until the duration ends
-    /// or a signal arrives.
+    /// or a signal arrives. Only it and its descendants are recorded.
     pub command: Vec<String>,
+    /// Processes already running (a VMM) to record, with their threads and descendants;
+    /// without a command or pids every process's KVM events are recorded (and no scheduler
+    /// events).
+    pub pids: Vec<u32>,
     /// Show the event count on stderr while recording (only when stderr is a terminal).
     pub progress: bool,
 }
@@ -68,6 +87,7 @@ impl Default for RecordOptions {
             buffer_kb: 8192,
             duration: None,
             command: Vec::new(),
+            pids: Vec::new(),
             progress: true,
         }
     }
@@ -127,7 +147,14 @@ pub fn record(opts: &RecordOptions) -> Result<RecordSummary> {
     instance.set_tracing_on(false)?;
     instance.set_clock("x86-tsc")?;
     instance.set_buffer_kb(opts.buffer_kb)?;
-    let (enabled_events, missing_events) = enable_events(&instance, &opts.events)?;
+    let filtered = !opts.command.is_empty() || !opts.pids.is_empty();
+    if filtered {
+        // Processes and threads the recorded ones create are recorded too.
+        instance.write("options/event-fork", "1")?;
+    }
+    // Which process each thread belongs to (the VMM of a vCPU thread): harmless if missing.
+    let _ = instance.write("options/record-tgid", "1");
+    let (enabled_events, missing_events) = enable_events(&instance, &opts.events, filtered)?;
 
     writer.info("instance", instance.name())?;
     writer.info("events", &enabled_events.join(" "))?;
@@ -137,11 +164,21 @@ pub fn record(opts: &RecordOptions) -> Result<RecordSummary> {
     if !opts.command.is_empty() {
         writer.info("command", &opts.command.join(" "))?;
     }
+    if filtered {
+        let whom = if opts.command.is_empty() {
+            format!("processes {:?}", opts.pids)
+        } else {
+            "the command".to_string()
+        };
+        writer.info("filter", &format!("{whom}, its threads and descendants only"))?;
+    }
+    for pid in &opts.pids {
+        instance.write("set_event_pid", &threads_of(*pid)?)?;
+    }
     let start_sync = measure_sync(SYNC_SAMPLES);
     writer.sync(start_sync.sync, Some(start_sync.width_ticks))?;
 
     let mut reader = Reader::start(&instance, writer)?;
-    instance.set_tracing_on(true)?;
     let started = Instant::now();
     // After a stop signal during setup, do not start the command at all.
     let command = if received_signal().is_some() {
@@ -149,7 +186,14 @@ pub fn record(opts: &RecordOptions) -> Result<RecordSummary> {
     } else {
         &opts.command[..]
     };
-    let mut child = ChildGuard::spawn(command)?;
+    let mut child = if command.is_empty() {
+        instance.set_tracing_on(true)?;
+        ChildGuard::spawn(command)?
+    } else {
+        // The child starts the recording of itself, see the module docs.
+        let join = JoinFromChild::new(&instance)?;
+        ChildGuard::spawn_with(command, move || join.run())?
+    };
     // From here on the file holds a recording; even if something fails or the recorder is
     // killed it is kept, flushed at least every second (a reader reports it as cut short and
     // can read it leniently).
@@ -260,12 +304,99 @@ pub(crate) fn describe_status(status: ExitStatus) -> String {
     }
 }
 
+/// The thread ids of process `pid`, one per line (for `set_event_pid`).
+fn threads_of(pid: u32) -> Result<String> {
+    let dir = format!("/proc/{pid}/task");
+    let mut out = String::new();
+    for entry in std::fs::read_dir(&dir).with_context(|| {
+        format!("cannot list {dir}: is process {pid} running (and visible to root)?")
+    })? {
+        let name = entry?.file_name();
+        out.push_str(&name.to_string_lossy());
+        out.push('\n');
+    }
+    Ok(out)
+}
+
+/// What the recorded command's child does between fork and exec: it appends its own pid to
+/// the instance's `set_event_pid` and turns tracing on. Only async-signal-safe calls (open,
+/// write, close, getpid) on paths prepared before the fork.
+struct JoinFromChild {
+    pid_file: CString,
+    tracing_on: CString,
+}
+
+impl JoinFromChild {
+    fn new(instance: &Instance) -> Result<JoinFromChild> {
+        let path = |file: &str| {
+            CString::new(instance.path().join(file).as_os_str().as_bytes())
+                .context("a tracefs path with a NUL byte")
+        };
+        Ok(JoinFromChild {
+            pid_file: path("set_event_pid")?,
+            tracing_on: path("tracing_on")?,
+        })
+    }
+
+    fn run(&self) -> std::io::Result<()> {
+        // SAFETY: getpid has no preconditions.
+        let pid = unsafe { libc::getpid() } as u32;
+        let mut digits = [0u8; 12];
+        let mut at = digits.len() - 1;
+        digits[at] = b'\n';
+        let mut rest = pid;
+        loop {
+            at -= 1;
+            digits[at] = b'0' + (rest % 10) as u8;
+            rest /= 10;
+            if rest == 0 {
+                break;
+            }
+        }
+        // Without O_TRUNC a write adds to the list.
+        write_file(&self.pid_file, &digits[at..], libc::O_WRONLY | libc::O_APPEND)?;
+        write_file(&self.tracing_on, b"1", libc::O_WRONLY)
+    }
+}
+
+/// open + write + close, async-signal-safe.
+fn write_file(path: &CString, bytes: &[u8], flags: libc::c_int) -> std::io::Result<()> {
+    // SAFETY: `path` is a valid NUL-terminated string.
+    let fd = unsafe { libc::open(path.as_ptr(), flags | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `bytes` is valid for `bytes.len()` bytes; `fd` is ours.
+    let written = unsafe { libc::write(fd, bytes.as_ptr().cast(), bytes.len()) };
+    let result = if written == bytes.len() as isize {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    };
+    // SAFETY: `fd` is open and closed once.
+    unsafe { libc::close(fd) };
+    result
+}
+
 /// Enables the tsc-offset event and the requested (or default) ones; returns (enabled,
-/// missing), with a note on stderr for each missing one.
-fn enable_events(instance: &Instance, requested: &[String]) -> Result<(Vec<String>, Vec<String>)> {
+/// missing), with a note on stderr for each missing one. The scheduler's events join the
+/// default set when the recording is `filtered` to the VMM's threads.
+fn enable_events(
+    instance: &Instance,
+    requested: &[String],
+    filtered: bool,
+) -> Result<(Vec<String>, Vec<String>)> {
     let mut wanted: Vec<String> = vec![TSC_OFFSET_EVENT.into()];
     if requested.is_empty() {
         wanted.extend(DEFAULT_EVENTS.iter().map(|e| e.to_string()));
+        if filtered {
+            wanted.extend(SCHED_EVENTS.iter().map(|e| e.to_string()));
+        } else {
+            eprintln!(
+                "vftrace kvm: note: recording every process's KVM events and no scheduler events; \
+                 give a command (-- CMD) or --pid to record the VMM's threads with the scheduler's view of them"
+            );
+        }
     } else {
         wanted.extend(requested.iter().cloned());
     }
@@ -382,6 +513,8 @@ fn read_pipe(
     let mut outcome_lost = 0u64;
     let mut unreadable = 0u64;
     let mut flushed: Option<Instant> = None;
+    // Threads whose `task` line is written.
+    let mut known_tasks = std::collections::HashSet::new();
     loop {
         if flushed.is_none_or(|t| t.elapsed() >= FLUSH_INTERVAL) {
             writer.flush().context("cannot write the capture")?;
@@ -406,6 +539,11 @@ fn read_pipe(
                     let text = String::from_utf8_lossy(raw);
                     match parse_line(&text) {
                         Ok(Line::Event(e)) => {
+                            if let Some(tgid) = e.tgid {
+                                if known_tasks.insert(e.pid) {
+                                    writer.task(e.pid, tgid)?;
+                                }
+                            }
                             let event = KvmEvent {
                                 tsc: e.tsc,
                                 cpu: e.cpu,

@@ -21,6 +21,8 @@ pub(crate) enum TimestampStyle {
 pub(crate) struct EventLine<'a> {
     pub comm: &'a str,
     pub pid: u32,
+    /// The process (thread group) of the task, when the `record-tgid` option printed it.
+    pub tgid: Option<u32>,
     pub cpu: u32,
     pub tsc: u64,
     pub style: TimestampStyle,
@@ -117,9 +119,12 @@ fn parse_event(line: &str) -> Result<EventLine<'_>, String> {
     let (open, cpu, after_cpu) = find_cpu_column(line)
         .ok_or_else(|| "not a trace event line: no `[CPU]` column (expected `COMM-PID [CPU] TIMESTAMP: EVENT: FIELDS`)".to_string())?;
     let mut task = line[..open].trim();
-    // Optional tgid column, `(  123)` or `(-------)`, printed with the record-tgid option.
+    // Optional tgid column, `(  123)` or `(-------)` (not known), printed with the
+    // record-tgid option.
+    let mut tgid = None;
     if task.ends_with(')') {
         if let Some(paren) = task.rfind('(') {
+            tgid = task[paren + 1..task.len() - 1].trim().parse().ok();
             task = task[..paren].trim_end();
         }
     }
@@ -165,6 +170,7 @@ fn parse_event(line: &str) -> Result<EventLine<'_>, String> {
     Ok(EventLine {
         comm,
         pid,
+        tgid,
         cpu,
         tsc,
         style,
@@ -232,6 +238,11 @@ mod tests {
             (e.comm, e.pid, e.cpu, e.tsc, e.name),
             ("kworker/0:1 H", 42, 0, 17, "sched_x")
         );
+        assert_eq!(e.tgid, Some(42));
+        let e = event(" qemu-system-x86-25975   (  25973) [001] ..... 12787143511416: kvm_fpu: unload");
+        assert_eq!((e.pid, e.tgid, e.name), (25975, Some(25973), "kvm_fpu"));
+        let e = event("     ksoftirqd/0-14      (-------) [000] d..2. 5: sched_switch: x");
+        assert_eq!((e.pid, e.tgid), (14, None));
 
         let e = event("<idle>-0 [3] 0.000000001: ev:");
         assert_eq!((e.comm, e.tsc, e.fields), ("<idle>", 1, ""));

@@ -161,6 +161,91 @@ fn records_a_qemu_guest() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
+/// Issue 12: with a command, only its process tree is recorded, and the scheduler's view of
+/// it comes along: every `sched_switch` has a VMM thread leaving or taking the CPU, every
+/// `sched_wakeup` wakes one or is done by one, every other event is a VMM thread's. A busy
+/// process beside it, on the same CPUs, never shows up on its own.
+#[test]
+fn records_the_schedulers_view_of_the_vmm_threads_only() {
+    if !recording_possible("sched_view") {
+        return;
+    }
+    let _serial = serial();
+    let dir = scratch_dir("sched");
+    let bios = dir.join("busy.bin");
+    write_busy_guest_bios(&bios, 3000);
+    // Competes for the CPUs while the guest runs (both CPUs: the guest is preempted).
+    let noise: Vec<std::process::Child> = (0..2)
+        .map(|_| {
+            Command::new("sh")
+                .args(["-c", "i=0; while [ $i -lt 400000 ]; do i=$((i+1)); done"])
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let noise_pids: Vec<u32> = noise.iter().map(|c| c.id()).collect();
+    let summary = record(&options(dir.join("host.kvm"), qemu_command(&bios))).unwrap();
+    for mut n in noise {
+        let _ = n.kill();
+        let _ = n.wait();
+    }
+    assert_eq!(
+        summary.command_status.and_then(|s| s.code()),
+        Some(QEMU_EXIT_STATUS)
+    );
+    for e in vftrace_kvm::SCHED_EVENTS {
+        assert!(summary.enabled_events.contains(&e.to_string()), "{e}");
+    }
+    let capture = read_capture(&summary.output).unwrap();
+    let qemu_thread = guest_pid(&capture, None);
+    let qemu = *capture
+        .tgids
+        .get(&qemu_thread)
+        .expect("the vCPU thread's process is recorded");
+    assert_ne!(qemu, qemu_thread, "the vCPU thread is not QEMU's main thread");
+    // The command's tree: QEMU's threads and the timeout(1) around it.
+    let timeout: Vec<u32> = capture
+        .events
+        .iter()
+        .filter(|e| e.comm == "timeout")
+        .map(|e| e.pid)
+        .collect();
+    let vmm = |tid: u32| capture.tgids.get(&tid) == Some(&qemu) || timeout.contains(&tid);
+    let (mut switches, mut wakeups, mut fpu) = (0, 0, 0);
+    for e in &capture.events {
+        match &e.kind {
+            KvmEventKind::SchedSwitch {
+                prev_pid, next_pid, ..
+            } => {
+                assert_eq!(*prev_pid, e.pid, "the task leaving the CPU is current");
+                assert!(vmm(*prev_pid) || vmm(*next_pid), "{e:?}");
+                switches += 1;
+            }
+            KvmEventKind::SchedWakeup { pid, .. } => {
+                assert!(vmm(*pid) || vmm(e.pid), "{e:?}");
+                wakeups += 1;
+            }
+            kind => {
+                assert!(vmm(e.pid), "an event of another process: {e:?}");
+                assert!(!noise_pids.contains(&e.pid));
+                fpu += matches!(kind, KvmEventKind::Fpu { .. }) as usize;
+            }
+        }
+    }
+    assert!(switches > 0, "no sched_switch of QEMU's threads");
+    assert!(
+        capture.events.iter().any(|e| matches!(&e.kind,
+            KvmEventKind::SchedSwitch { prev_pid, .. } if *prev_pid == qemu_thread)),
+        "the vCPU thread never left its CPU"
+    );
+    assert!(fpu >= 2, "kvm_fpu brackets KVM_RUN: {fpu}");
+    eprintln!(
+        "sched_view: {switches} sched_switch, {wakeups} sched_wakeup, {fpu} kvm_fpu of {} events; QEMU {qemu}, vCPU thread {qemu_thread}",
+        capture.events.len()
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
 #[test]
 fn lost_events_are_counted() {
     if !recording_possible("lost_events") {

@@ -48,6 +48,9 @@ pub struct Marker {
     pub guest_tsc_low: u32,
     /// High 32 bits, when the guest also wrote them to the marker port + 4.
     pub guest_tsc_high: Option<u32>,
+    /// The guest TSC read just after the write returned (from the guest's own list), which
+    /// bounds the host's stamp from above.
+    pub guest_tsc_after: Option<u64>,
 }
 
 /// One part of an [`OffsetTimeline`]: from `host_start` on, guest = host + `offset`.
@@ -282,6 +285,10 @@ pub struct MarkerPair {
     pub pio_host_tsc: u64,
     /// The vCPU whose offset explains the marker best.
     pub vcpu: u32,
+    /// Host TSC at which the guest read its TSC after the write, according to the model.
+    pub guest_after_host_tsc: Option<u64>,
+    /// Host thread of the `kvm_pio`.
+    pub host_thread: u32,
 }
 
 impl MarkerPair {
@@ -289,6 +296,18 @@ impl MarkerPair {
     pub fn residual_tsc(&self) -> i64 {
         (self.pio_host_tsc as i128 - self.guest_host_tsc as i128)
             .clamp(i64::MIN as i128, i64::MAX as i128) as i64
+    }
+
+    /// Host cycles between the guest's TSC reads before and after the write.
+    pub fn window_tsc(&self) -> Option<u64> {
+        self.guest_after_host_tsc
+            .map(|after| after.saturating_sub(self.guest_host_tsc))
+    }
+
+    /// Does the host's stamp fall inside the guest's window (None: no TSC after the write)?
+    pub fn in_window(&self) -> Option<bool> {
+        self.guest_after_host_tsc
+            .map(|after| (self.guest_host_tsc..=after).contains(&self.pio_host_tsc))
     }
 }
 
@@ -324,11 +343,20 @@ pub fn explain_markers(model: &ClockModel, markers: &[Marker]) -> Vec<MarkerPair
                     guest_host_tsc: timeline.guest_to_host(guest_tsc),
                     pio_host_tsc: m.pio_host_tsc,
                     vcpu: *vcpu,
+                    guest_after_host_tsc: m.guest_tsc_after.map(|a| timeline.guest_to_host(a)),
+                    host_thread: m.host_thread,
                 }
             });
-            // Non-negative residuals first, then the smallest magnitude.
+            // Stamps inside the guest's window first, then non-negative residuals, then the
+            // smallest magnitude.
             pairs
-                .min_by_key(|p| (p.residual_tsc() < 0, p.residual_tsc().unsigned_abs()))
+                .min_by_key(|p| {
+                    (
+                        p.in_window() == Some(false),
+                        p.residual_tsc() < 0,
+                        p.residual_tsc().unsigned_abs(),
+                    )
+                })
                 .expect("a model has at least one timeline")
         })
         .collect()
@@ -382,7 +410,7 @@ pub struct AlignmentInput<'a> {
 pub struct CandidateFit {
     pub model: ClockModel,
     pub pairs: Vec<MarkerPair>,
-    /// Markers with a residual in [0, max latency].
+    /// Markers with a residual in [0, max latency] and a stamp inside the guest's window.
     pub explained: usize,
 }
 
@@ -426,9 +454,11 @@ pub fn choose_alignment(input: &AlignmentInput) -> Alignment {
         .into_iter()
         .map(|model| {
             let pairs = explain_markers(&model, input.markers);
+            // Explained: the stamp comes after the guest's write, soon, and (when the guest
+            // gave its TSC after the write) before the write returned.
             let explained = pairs
                 .iter()
-                .filter(|p| (0..=max).contains(&p.residual_tsc()))
+                .filter(|p| (0..=max).contains(&p.residual_tsc()) && p.in_window() != Some(false))
                 .count();
             CandidateFit {
                 model,
@@ -562,6 +592,7 @@ mod tests {
             host_thread: 100,
             guest_tsc_low: guest_tsc as u32,
             guest_tsc_high: None,
+            guest_tsc_after: None,
         }
     }
 
@@ -817,6 +848,7 @@ mod tests {
                     host_thread: 1,
                     guest_tsc_low: g as u32,
                     guest_tsc_high: Some((g >> 32) as u32),
+                    guest_tsc_after: None,
                 }
             })
             .collect();
@@ -827,6 +859,38 @@ mod tests {
         let a = choose_alignment(&input(&[], &markers));
         assert_eq!(a.model.kind, AlignmentKind::MarkerEstimated);
         assert!(a.pairs.iter().all(|p| p.residual_tsc() == 0));
+    }
+
+    #[test]
+    fn the_window_after_the_write_rejects_a_model_that_stamps_too_late() {
+        // The guest TSC runs 40 us behind the host. Identity puts every pio 44 us after its
+        // write (a believable latency), but after the write had returned (12 us window): the
+        // window tells it is wrong; the estimated offset puts the stamps inside.
+        let behind = 40 * US;
+        let writes: Vec<u64> = (0..4).map(|i| (1 << 40) + i * 1_000 * US).collect();
+        let markers: Vec<Marker> = markers_at(&writes, &[4 * US], |h| h - behind)
+            .into_iter()
+            .map(|m| Marker {
+                guest_tsc_after: Some(m.pio_host_tsc - behind + 8 * US),
+                ..m
+            })
+            .collect();
+        let inp = AlignmentInput {
+            guest_anchor: Some((1 << 40) - behind),
+            ..input(&[], &markers)
+        };
+        let a = choose_alignment(&inp);
+        let identity = a
+            .candidates
+            .iter()
+            .find(|c| c.model.kind == AlignmentKind::Identity)
+            .unwrap();
+        assert_eq!(identity.explained, 0, "stamps after the window");
+        assert_eq!(a.model.kind, AlignmentKind::MarkerEstimated, "{}", a.reason);
+        for p in &a.pairs {
+            assert_eq!(p.in_window(), Some(true));
+            assert_eq!(p.window_tsc(), Some(12 * US));
+        }
     }
 
     #[test]

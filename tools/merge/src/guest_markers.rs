@@ -23,6 +23,9 @@ pub fn attach(markers: &mut [Marker], guest: &[GuestMarker]) -> (Vec<Option<u32>
         if let Some(k) = found {
             let g = guest[cursor + k];
             m.guest_tsc_high = Some((g.tsc >> 32) as u32);
+            m.guest_tsc_after = (g.tsc_after >= g.tsc)
+                .then_some(g.tsc_after)
+                .filter(|a| *a != 0);
             phases[i] = Some(g.phase);
             cursor += k + 1;
             matched += 1;
@@ -41,6 +44,7 @@ mod tests {
             tsc,
             value: tsc as u32,
             phase,
+            tsc_after: tsc + 10,
         };
         // The same low bits twice (2^32 cycles apart), and one the host never saw.
         let guest = [g(5 << 32 | 7, 1), g(6 << 32 | 7, 2), g(6 << 32 | 9, 3)];
@@ -49,6 +53,7 @@ mod tests {
             host_thread: 1,
             guest_tsc_low: low,
             guest_tsc_high: None,
+            guest_tsc_after: None,
         };
         let mut markers = [pio(200, 9), pio(100, 7), pio(150, 7), pio(300, 0x55)];
         let (phases, matched) = attach(&mut markers, &guest);
@@ -57,5 +62,6 @@ mod tests {
         assert_eq!(markers[1].guest_tsc_high, Some(5));
         assert_eq!(markers[2].guest_tsc_high, Some(6));
         assert_eq!(markers[3].guest_tsc_high, None);
+        assert_eq!(markers[1].guest_tsc_after, Some((5 << 32 | 7) + 10));
     }
 }

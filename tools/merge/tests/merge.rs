@@ -15,7 +15,8 @@ use vftrace_format::sym::Symbol;
 use vftrace_format::task::TaskLine;
 use vftrace_kvm::{Capture, ClockSync, KvmEvent, KvmEventKind};
 use vftrace_merge::{
-    merge, AlignmentKind, MergeError, MergeOptions, MergeReport, GUEST_PID, KVM_PID,
+    merge, AlignmentKind, MergeError, MergeOptions, MergeReport, KVM_PID, UNKNOWN_THREAD_TID,
+    UNKNOWN_VMM_GUEST_PID as GUEST_PID,
 };
 
 const HZ: f64 = 2.6e9;
@@ -161,6 +162,7 @@ fn write_capture(path: &Path, events: Vec<KvmEvent>) {
         tsc_hz: Some(HZ),
         lost_events: 0,
         source: "vftrace".into(),
+        ..Default::default()
     };
     vftrace_kvm::write_capture(path, &capture).unwrap();
 }
@@ -175,7 +177,7 @@ fn merge_guest_and_capture(
     let capture = dir.0.join("kvm.capture");
     write_capture(&capture, events);
     run_merge(&MergeOptions {
-        guest: Some(guest),
+        guests: vec![guest],
         kvm: Some(capture),
         ..Default::default()
     })
@@ -220,7 +222,9 @@ fn slices(events: &[Value], pid: u32, tid: u64) -> Vec<(String, f64, f64)> {
             )),
             "E" => {
                 let (name, begin) = open.pop().expect("E without B");
-                out.push((name, begin, e["ts"].as_f64().unwrap()));
+                if name != vftrace_merge::GUEST_RUN {
+                    out.push((name, begin, e["ts"].as_f64().unwrap()));
+                }
             }
             _ => {}
         }
@@ -229,10 +233,31 @@ fn slices(events: &[Value], pid: u32, tid: u64) -> Vec<(String, f64, f64)> {
     out
 }
 
+/// Track of guest vCPU `vcpu` when its host thread is unknown.
+const fn unknown(vcpu: u32) -> u64 {
+    (UNKNOWN_THREAD_TID + vcpu) as u64
+}
+
 fn instants<'a>(events: &'a [Value], pid: u32, name: &str) -> Vec<&'a Value> {
     events
         .iter()
         .filter(|e| e["ph"] == "i" && e["pid"] == pid && e["name"] == name)
+        .collect()
+}
+
+/// (start, end) of each flow (JSON "s" and "f" events by id).
+fn flows(events: &[Value]) -> Vec<(f64, f64)> {
+    let of = |ph: &str| -> Vec<(u64, f64)> {
+        events
+            .iter()
+            .filter(|e| e["ph"] == ph)
+            .map(|e| (e["id"].as_u64().unwrap(), e["ts"].as_f64().unwrap()))
+            .collect()
+    };
+    let ends = of("f");
+    of("s")
+        .into_iter()
+        .map(|(id, ts)| (ts, ends.iter().find(|(i, _)| *i == id).expect("flow end").1))
         .collect()
 }
 
@@ -280,16 +305,16 @@ fn pvm_guest_on_host_timeline_with_wrapping_markers() {
     );
 
     let opts = MergeOptions {
-        guest: Some(guest),
+        guests: vec![guest],
         kvm: Some(capture),
         ..Default::default()
     };
     let (report, events) = run_merge(&opts);
     println!("{report}");
-    assert_eq!(report.alignment, AlignmentKind::Identity);
-    assert!(!report.alignment_doubtful);
-    assert_eq!(report.markers.len(), 3);
-    for (pair, (w, l)) in report.markers.iter().zip(writes.iter().zip(latencies)) {
+    assert_eq!(report.guests[0].alignment, AlignmentKind::Identity);
+    assert!(!report.guests[0].alignment_doubtful);
+    assert_eq!(report.guests[0].markers.len(), 3);
+    for (pair, (w, l)) in report.guests[0].markers.iter().zip(writes.iter().zip(latencies)) {
         assert_eq!(
             pair.guest_tsc, *w,
             "full guest TSC rebuilt from the low 32 bits"
@@ -301,40 +326,44 @@ fn pvm_guest_on_host_timeline_with_wrapping_markers() {
         );
         assert_eq!(pair.residual_tsc(), l as i64);
     }
-    let stats = report.residual_stats.unwrap();
+    let stats = report.guests[0].residual_stats.unwrap();
     assert!(
         (stats.min_ns - 4.0 * US as f64 / 2.6).abs() < 1.0 && (stats.max_ns - 28e3).abs() < 1.0,
         "{stats}"
     );
-    assert_eq!(report.recorded_offsets[&0][1].offset, off);
-    assert_eq!(report.guest_functions, 2);
+    assert_eq!(report.guests[0].recorded_offsets[&0][1].offset, off);
+    assert_eq!(report.guests[0].functions, 2);
     assert_eq!(report.tsc_hz, HZ);
 
     let (procs, threads) = names(&events);
-    assert_eq!(procs[&(GUEST_PID as u64)], "guest");
-    assert_eq!(procs[&(KVM_PID as u64)], "KVM");
-    assert_eq!(threads[&(GUEST_PID as u64, 0)], "guest vCPU 0");
-    assert_eq!(
-        threads[&(KVM_PID as u64, 7000)],
-        "qemu-system-x86 7000 (vCPU 0)"
-    );
-    let s = slices(&events, GUEST_PID, 0);
+    // The guest is a process named after its image; its vCPU track is the host thread that
+    // ran it (the capture names no process: the guest's pid is made up).
+    assert_eq!(procs[&(GUEST_PID as u64)], "kernel");
+    assert!(!procs.contains_key(&(KVM_PID as u64)), "{procs:?}");
+    assert_eq!(threads[&(GUEST_PID as u64, 7000)], "vCPU 0");
+    assert_eq!(report.guests[0].vcpu_threads, [Some(7000)]);
+    let s = slices(&events, GUEST_PID, 7000);
     assert_eq!(s.len(), 2);
     assert_eq!(s[0].0, "g");
     assert_us(s[0].1, mono(f_in + 20 * US), "g begins");
     assert_eq!(s[1].0, "f");
     assert_us(s[1].1, mono(f_in), "f begins");
     assert_us(s[1].2, mono(wrap_write + 40 * US), "f ends");
-    // Markers: on the KVM track at the pio, on the guest track at the write, before the pio.
-    let host_markers = instants(&events, KVM_PID, "marker");
+    // Markers: at the pio, and at the guest's write before it, joined by a flow; hex as hex.
+    let host_markers = instants(&events, GUEST_PID, "marker (kvm_pio)");
     let guest_markers = instants(&events, GUEST_PID, "marker (guest write)");
     assert_eq!((host_markers.len(), guest_markers.len()), (3, 3));
+    let mut expected_flows = Vec::new();
     for (h, g) in host_markers.iter().zip(&guest_markers) {
         assert!(g["ts"].as_f64().unwrap() < h["ts"].as_f64().unwrap());
         assert_eq!(h["args"]["guest_tsc"], g["args"]["guest_tsc"]);
+        assert!(h["args"]["guest_tsc"].as_str().unwrap().starts_with("0x"));
+        assert_eq!(h["args"]["port"], "0x6a0");
+        expected_flows.push((g["ts"].as_f64().unwrap(), h["ts"].as_f64().unwrap()));
     }
-    assert_eq!(instants(&events, KVM_PID, "tsc offset vCPU 0").len(), 3);
-    assert_eq!(instants(&events, KVM_PID, "pio write 0xf4").len(), 1);
+    assert_eq!(flows(&events), expected_flows);
+    assert_eq!(instants(&events, GUEST_PID, "tsc offset vCPU 0").len(), 3);
+    assert_eq!(instants(&events, GUEST_PID, "pio write 0xf4").len(), 1);
 }
 
 #[test]
@@ -401,35 +430,36 @@ fn vmx_offsets_two_vcpus_and_an_offset_change() {
     let (report, events) = merge_guest_and_capture(&dir, guest, events);
     println!("{report}");
     assert_eq!(
-        report.alignment,
+        report.guests[0].alignment,
         AlignmentKind::KvmOffset,
         "{}",
-        report.alignment_reason
+        report.guests[0].alignment_reason
     );
     assert!(
-        report
+        report.guests[0]
             .residuals_ns
             .iter()
             .all(|r| (0.0..=5_000.0).contains(r)),
         "{:?}",
-        report.residuals_ns
+        report.guests[0].residuals_ns
     );
     assert_eq!(
-        report.markers.iter().map(|m| m.vcpu).collect::<Vec<_>>(),
+        report.guests[0].markers.iter().map(|m| m.vcpu).collect::<Vec<_>>(),
         [0, 1, 1]
     );
     assert_eq!(
-        report.applied_offsets[&1].len(),
+        report.guests[0].applied_offsets[&1].len(),
         3,
         "vCPU 1: prev, first offset, changed offset"
     );
     let (_, threads) = names(&events);
-    assert_eq!(threads[&(GUEST_PID as u64, 1)], "guest vCPU 1");
-    let f = slices(&events, GUEST_PID, 0);
+    assert_eq!(threads[&(GUEST_PID as u64, 7001)], "vCPU 1");
+    assert_eq!(report.guests[0].vcpu_threads, [Some(7000), Some(7001)]);
+    let f = slices(&events, GUEST_PID, 7000);
     assert_eq!(f[0].0, "f");
     assert_us(f[0].1, mono(f_at), "f begins");
     assert_us(f[0].2, mono(f_at + 10 * US), "f ends");
-    let h = slices(&events, GUEST_PID, 1);
+    let h = slices(&events, GUEST_PID, 7001);
     assert_eq!(h[0].0, "h");
     assert_us(h[0].1, mono(h_at), "h begins before the offset change");
     assert_us(h[0].2, mono(h_end), "h ends after the offset change");
@@ -450,15 +480,15 @@ fn no_markers_no_offsets_is_identity_and_says_so() {
     );
     let (report, events) =
         merge_guest_and_capture(&dir, guest, vec![pio(H0 + 30 * US, 1, 0x3f8, 0x41)]);
-    assert_eq!(report.alignment, AlignmentKind::Identity);
+    assert_eq!(report.guests[0].alignment, AlignmentKind::Identity);
     assert!(
-        report.alignment_reason.contains("no markers"),
+        report.guests[0].alignment_reason.contains("no markers"),
         "{}",
-        report.alignment_reason
+        report.guests[0].alignment_reason
     );
     assert!(report.to_string().contains("markers:   none"));
     assert_us(
-        slices(&events, GUEST_PID, 0)[0].1,
+        slices(&events, GUEST_PID, unknown(0))[0].1,
         mono(H0 + 10 * US),
         "f begins",
     );
@@ -506,6 +536,7 @@ fn real_uftrace_host_trace_placed_with_clock_pairs() {
         tsc_hz: Some(hz),
         lost_events: 0,
         source: "vftrace".into(),
+        ..Default::default()
     };
     let capture_path = dir.0.join("kvm.capture");
     vftrace_kvm::write_capture(&capture_path, &capture).unwrap();
@@ -620,7 +651,7 @@ fn bad_inputs_are_errors_naming_the_file() {
     let mut sink = ChromeJsonWriter::new(Vec::new()).unwrap();
     let err = merge(
         &MergeOptions {
-            guest: Some(guest.clone()),
+            guests: vec![guest.clone()],
             kvm: Some(capture.clone()),
             ..Default::default()
         },
@@ -649,7 +680,7 @@ fn bad_inputs_are_errors_naming_the_file() {
     }
     let err = merge(
         &MergeOptions {
-            guest: Some(no_clock),
+            guests: vec![no_clock],
             tsc_hz: Some(HZ),
             ..Default::default()
         },
@@ -676,7 +707,7 @@ fn bad_inputs_are_errors_naming_the_file() {
     bytes[32..48].copy_from_slice(&[0xff; 16]);
     std::fs::write(&dat, &bytes).unwrap();
     let (report, events) = run_merge(&MergeOptions {
-        guest: Some(guest.clone()),
+        guests: vec![guest.clone()],
         tsc_hz: Some(HZ),
         ..Default::default()
     });
@@ -687,7 +718,7 @@ fn bad_inputs_are_errors_naming_the_file() {
         report.data_errors
     );
     assert_eq!(
-        slices(&events, GUEST_PID, 0).len(),
+        slices(&events, GUEST_PID, unknown(0)).len(),
         2,
         "f and g, closed at the last good record"
     );
@@ -695,7 +726,7 @@ fn bad_inputs_are_errors_naming_the_file() {
     // Truncated mid-record.
     std::fs::write(&dat, &bytes[..40]).unwrap();
     let (report, _) = run_merge(&MergeOptions {
-        guest: Some(guest),
+        guests: vec![guest],
         tsc_hz: Some(HZ),
         ..Default::default()
     });
@@ -720,18 +751,18 @@ fn perfetto_output_through_timeline_output() {
     let mut output = vftrace_convert::TimelineOutput::create(&out, None, &[&guest]).unwrap();
     let report = merge(
         &MergeOptions {
-            guest: Some(guest),
+            guests: vec![guest],
             tsc_hz: Some(HZ),
             ..Default::default()
         },
         &mut *output.sink,
     )
     .unwrap();
-    assert_eq!(report.guest_functions, 1);
+    assert_eq!(report.guests[0].functions, 1);
     output.commit().unwrap();
     let bytes = std::fs::read(&out).unwrap();
     assert!(
-        bytes.len() > 20 && bytes.windows(12).any(|w| w == b"guest vCPU 0"),
+        bytes.len() > 20 && bytes.windows(6).any(|w| w == b"vCPU 0"),
         "track name in the protobuf"
     );
 }
@@ -769,21 +800,141 @@ fn guest_marker_list_places_a_guest_with_an_unknown_offset() {
     let (report, events) = merge_guest_and_capture(&dir, guest, events);
     println!("{report}");
     assert_eq!(
-        report.alignment,
+        report.guests[0].alignment,
         AlignmentKind::MarkerEstimated,
         "{}",
-        report.alignment_reason
+        report.guests[0].alignment_reason
     );
-    assert_eq!((report.guest_markers, report.guest_markers_matched), (3, 3));
-    assert_eq!(report.marker_phases, [Some(1), Some(2), Some(3)]);
+    assert_eq!((report.guests[0].guest_markers, report.guests[0].guest_markers_matched), (3, 3));
+    assert_eq!(report.guests[0].marker_phases, [Some(1), Some(2), Some(3)]);
     // Estimated offset = true offset - smallest latency (3 us): f shows up 3 us late.
     assert_eq!(
-        report.applied_offsets[&u32::MAX][0].offset,
+        report.guests[0].applied_offsets[&u32::MAX][0].offset,
         off - 3 * US as i64
     );
-    let f = slices(&events, GUEST_PID, 0);
+    let f = slices(&events, GUEST_PID, 7000);
     assert_us(f[0].1, mono(f_at + 3 * US), "f begins (3 us late)");
-    let host_markers = instants(&events, KVM_PID, "marker");
+    let host_markers = instants(&events, GUEST_PID, "marker (kvm_pio)");
     assert_eq!(host_markers[1]["args"]["phase"], 2);
-    assert!(report.residuals_ns.iter().all(|r| *r >= 0.0));
+    assert!(report.guests[0].residuals_ns.iter().all(|r| *r >= 0.0));
+}
+
+/// Complete slices of a track as (name, begin us, end us, args), from B/E pairs.
+fn slices_with_args(events: &[Value], pid: u32, tid: u64) -> Vec<(String, f64, f64, Value)> {
+    let mut open: Vec<(String, f64, Value)> = Vec::new();
+    let mut out = Vec::new();
+    for e in events.iter().filter(|e| e["pid"] == pid && e["tid"] == tid) {
+        match e["ph"].as_str().unwrap() {
+            "B" => open.push((
+                e["name"].as_str().unwrap().into(),
+                e["ts"].as_f64().unwrap(),
+                e["args"].clone(),
+            )),
+            "E" => {
+                let (name, begin, mut args) = open.pop().expect("E without B");
+                if let (Some(a), Some(end_args)) = (args.as_object_mut(), e["args"].as_object()) {
+                    a.extend(end_args.clone());
+                } else if args.is_null() {
+                    args = e["args"].clone();
+                }
+                out.push((name, begin, e["ts"].as_f64().unwrap(), args));
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Issue 12, on a host with VM exit events: a tracefs text capture of a VMX host
+/// (tests/data/vmx-exits.txt: kvm_exit/kvm_entry, a preemption of the vCPU thread inside an
+/// exit, QEMU's main thread waking up, a marker and a probe) merged with a guest trace.
+#[test]
+fn exits_and_preemption_are_spans_on_the_vcpu_track() {
+    let dir = scratch("vmx-exits");
+    let guest = dir.0.join("guest");
+    const B: u64 = 1_000_000_000;
+    let clock = ClockMap::new(HZ, B, 0, ClockSource::Guest);
+    let recs = vec![
+        (B + 10_000, true, 0, "f"),
+        (B + 20_000, true, 1, "g"),
+        (B + 2_700_000, false, 1, "g"),
+        (B + 3_000_000, false, 0, "f"),
+    ];
+    write_guest(&guest, &clock, &[(1, recs)]);
+    let write = B + 2_800_000;
+    std::fs::write(
+        guest.join("vftrace.markers"),
+        format!(
+            "# vftrace guest markers: guest_tsc value phase guest_tsc_after (port 0x6a0)\n{write} {:#x} 1 {}\n",
+            write as u32,
+            write + 12_000
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        guest.join("vftrace.probes"),
+        "# vftrace guest probes: id name\n2 checked\n",
+    )
+    .unwrap();
+    let capture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/vmx-exits.txt");
+    let (report, events) = run_merge(&MergeOptions {
+        guests: vec![guest],
+        kvm: Some(capture),
+        tsc_hz: Some(HZ),
+        ..Default::default()
+    });
+    println!("{report}");
+    let g = &report.guests[0];
+    assert_eq!((g.pid, g.vmm_pid, g.vcpu_threads.as_slice()), (5000, Some(5000), &[Some(5001)][..]));
+    assert_eq!(g.window_violations, 0);
+    assert_eq!(g.windows, 1);
+    let width = g.window_stats.unwrap().median_ns;
+    assert!((width - 12_000.0 / 2.6).abs() < 1.0, "{width}");
+    let (procs, threads) = names(&events);
+    assert_eq!(procs[&5000], "kernel");
+    assert_eq!(threads[&(5000, 5001)], "vCPU 0");
+    assert_eq!(threads[&(5000, 5000)], "qemu-system-x86");
+    assert!(!threads.keys().any(|(_, t)| *t == 77 || *t == 0), "only the VMM's threads: {threads:?}");
+
+    let us = |tsc: u64| tsc as f64 / HZ * 1e6;
+    let track = slices_with_args(&events, 5000, 5001);
+    let find = |name: &str| -> Vec<&(String, f64, f64, Value)> {
+        track.iter().filter(|s| s.0 == name).collect()
+    };
+    let periods = find("vCPU not running");
+    assert_eq!(periods.len(), 3, "{track:?}");
+    let close = |a: f64, b: f64| (a - b).abs() < 0.002;
+    assert!(close(periods[0].1, us(B + 30_000)) && close(periods[0].2, us(B + 2_632_000)));
+    assert_eq!(
+        periods[0].3["reasons"],
+        "VM exit: EXTERNAL_INTERRUPT, preempted"
+    );
+    let preempted = find("preempted");
+    assert!(close(preempted[0].1, us(B + 31_000)) && close(preempted[0].2, us(B + 2_631_000)));
+    assert_eq!(find("VM exit: EXTERNAL_INTERRUPT").len(), 2, "before and after the preemption");
+    assert_eq!(find("VM exit: IO_INSTRUCTION").len(), 2, "the marker's and the probe's");
+    // Host time inside each function, as its argument.
+    let ns = |ticks: u64| ticks as f64 / 2.6;
+    let not_running = |name: &str| find(name)[0].3["not_running_ns"].as_f64().unwrap();
+    assert!((not_running("g") - ns(2_602_000)).abs() <= 2.0, "{}", not_running("g"));
+    assert!((not_running("f") - ns(2_602_000 + 9_000 + 5_000)).abs() <= 3.0);
+    assert_eq!(g.inflated[0].name, "g");
+    assert!(g.host_time.known);
+    assert!((g.host_time.not_running_ns as f64 - ns(2_616_000)).abs() <= 3.0);
+    assert!(g.host_time.by_reason["preempted"] > g.host_time.by_reason["VM exit: IO_INSTRUCTION"]);
+    // QEMU's main thread: when it ran.
+    let running = slices_with_args(&events, 5000, 5000);
+    assert_eq!(running.len(), 1);
+    assert!(close(running[0].1, us(B + 2_610_000)) && close(running[0].2, us(B + 2_650_000)));
+    // The probe, named, at host time; the marker's flow from the guest's write to the pio.
+    let probes = instants(&events, 5000, "probe: checked");
+    assert_eq!(probes.len(), 1);
+    assert_eq!(probes[0]["args"]["value"], 1234);
+    assert!(close(probes[0]["ts"].as_f64().unwrap(), us(B + 2_901_000)));
+    let f = flows(&events);
+    assert_eq!(f.len(), 1);
+    assert!(close(f[0].0, us(write)) && close(f[0].1, us(B + 2_802_000)));
+    let marker = &instants(&events, 5000, "marker (guest write)")[0];
+    assert_eq!(marker["args"]["host_stamp_in_window"], true);
+    assert!(report.to_string().contains("inflated:  g: "), "{report}");
 }

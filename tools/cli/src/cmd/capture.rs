@@ -1,6 +1,6 @@
 //! `vftrace capture`: a guest's vftrace byte stream -> a uftrace directory.
 use std::fs::File;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use vftrace_guest::{capture, CaptureOptions, CaptureReport};
@@ -36,6 +36,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         capture(file, &args.output, &opts)
     }
     .with_context(|| format!("{}: capture failed", args.stream.display()))?;
+    if let Some(elf) = &args.elf {
+        write_probe_names(elf, &args.output)?;
+    }
     print_summary(&report, &args.output.display().to_string());
     if let Some(e) = &report.error {
         bail!(
@@ -64,4 +67,19 @@ pub fn print_summary(report: &CaptureReport, output: &str) {
         report.symbols,
         report.tsc_hz
     );
+}
+
+/// Copies the probe names the guest image declares (`vftrace::probe_names!`) beside its
+/// captured trace (`vftrace.probes`), where `vftrace merge` finds them.
+pub fn write_probe_names(elf: &Path, dir: &Path) -> anyhow::Result<()> {
+    let names = vftrace_symbols::probe_names(elf)?;
+    if !names.is_empty() {
+        vftrace_format::probes::write_probe_names(dir, &names).with_context(|| {
+            format!(
+                "cannot write {}",
+                dir.join(vftrace_format::probes::PROBES_FILE).display()
+            )
+        })?;
+    }
+    Ok(())
 }

@@ -1,9 +1,12 @@
-//! `vftrace demo`: build (if needed) and boot the example unikernel under KVM while recording
-//! the host's KVM events, capture the trace the guest streams out, and merge both into one
-//! timeline. Prints what was traced, how many VM exits were seen, and how well guest and host
-//! clocks line up (marker residuals).
+//! `vftrace demo`: build (if needed) and boot the example unikernel under KVM (or several at
+//! once) while recording the host's KVM and scheduler events of QEMU, capture the trace each
+//! guest streams out, and merge them all into one timeline. Prints what was traced, how many
+//! VM exits were seen, how well guest and host clocks line up (marker residuals and windows)
+//! and how long the guest was not running guest code.
+use std::ffi::OsString;
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, ExitStatus};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -32,6 +35,10 @@ pub struct Args {
     /// Timeline file name inside the output directory: *.json or *.pftrace.
     #[arg(long, default_value = "timeline.json")]
     pub timeline: String,
+    /// Boot this many guests at once (guest1.uftrace, guest2.uftrace...), one capture, one
+    /// timeline.
+    #[arg(long, default_value_t = 1)]
+    pub guests: usize,
 }
 
 /// examples/unikernel of this source tree.
@@ -63,19 +70,32 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Some(k) => k.clone(),
         None => guest_elf()?,
     };
+    if args.guests == 0 {
+        bail!("--guests must be at least 1");
+    }
     std::fs::create_dir_all(&args.output)
         .with_context(|| format!("cannot create {}", args.output.display()))?;
-    let guest_dir = args.output.join("guest.uftrace");
     let kvm_file = args.output.join("host.kvm");
     let timeline = args.output.join(&args.timeline);
+    let guest_dirs: Vec<PathBuf> = (0..args.guests)
+        .map(|i| match args.guests {
+            1 => args.output.join("guest.uftrace"),
+            _ => args.output.join(format!("guest{}.uftrace", i + 1)),
+        })
+        .collect();
 
     let mut run = GuestRun::new(&elf);
     run.cmdline = args.cmdline.clone();
     run.timeout = Duration::from_secs(args.timeout);
-    let session = GuestSession::new(&run);
-    let argv = session.command();
+    let sessions: Vec<GuestSession> = (0..args.guests).map(|_| GuestSession::new(&run)).collect();
+    let statuses = StatusFiles::new(&args.output, args.guests);
+    let argv = boot_command(&sessions, &statuses);
     eprintln!(
-        "vftrace demo: booting {} under KVM (timeout {} s)...",
+        "vftrace demo: booting {} {} under KVM (timeout {} s)...",
+        match args.guests {
+            1 => "one guest,".to_string(),
+            n => format!("{n} guests at once,"),
+        },
         elf.display(),
         args.timeout
     );
@@ -101,39 +121,44 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             "recording host KVM events failed (run as root with tracefs, or pass --no-kvm)",
         )?;
         eprintln!(
-            "vftrace demo: {} host KVM events recorded to {}",
+            "vftrace demo: {} host events of QEMU's threads recorded to {}",
             summary.events,
             kvm_file.display()
         );
         (summary.command_status, summary.elapsed, summary.tsc_hz)
     };
-    let outcome = session.collect(status, wall)?;
-    drop(session);
-    print!("{}", outcome.serial);
     let tsc_hz = match host_tsc_hz {
         Some(hz) => hz,
         None => host_tsc_hz_now()?,
     };
-    let started = Instant::now();
-    let report = capture_guest(&outcome, &elf, &guest_dir, tsc_hz)?;
-    let capture_time = started.elapsed();
-    println!(
-        "guest: boot to exit {:.1} ms (QEMU wall time), trace stream {} bytes, captured in {:.1} ms",
-        outcome.wall.as_secs_f64() * 1e3,
-        outcome.stream.as_ref().map_or(0, Vec::len),
-        capture_time.as_secs_f64() * 1e3
-    );
+    let mut reports = Vec::new();
+    for (i, (session, dir)) in sessions.iter().zip(&guest_dirs).enumerate() {
+        let status = statuses.status(i, status);
+        let outcome = session.collect(status, wall)?;
+        print!("{}", outcome.serial);
+        let started = Instant::now();
+        let report = capture_guest(&outcome, &elf, dir, tsc_hz)?;
+        println!(
+            "guest: boot to exit {:.1} ms (QEMU wall time), trace stream {} bytes, captured in {:.1} ms",
+            outcome.wall.as_secs_f64() * 1e3,
+            outcome.stream.as_ref().map_or(0, Vec::len),
+            started.elapsed().as_secs_f64() * 1e3
+        );
+        reports.push(report);
+    }
+    drop(sessions);
+    statuses.remove();
     if args.no_kvm {
-        println!("look at it: uftrace replay -d {}", guest_dir.display());
+        for dir in &guest_dirs {
+            println!("look at it: uftrace replay -d {}", dir.display());
+        }
         return Ok(());
     }
 
-    let vm_kvm_file = args.output.join("host-this-vm.kvm");
-    keep_this_vm(&kvm_file, &vm_kvm_file, &report)?;
-    print_exits(&vm_kvm_file, &report)?;
+    print_exits(&kvm_file, &reports)?;
     let opts = MergeOptions {
-        guest: Some(guest_dir.clone()),
-        kvm: Some(vm_kvm_file.clone()),
+        guests: guest_dirs.clone(),
+        kvm: Some(kvm_file.clone()),
         tsc_hz: Some(tsc_hz),
         ..MergeOptions::default()
     };
@@ -141,22 +166,106 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let merged = merge(&opts, &mut *output.sink)?;
     output.commit()?;
     print!("{merged}");
-    match &merged.residual_stats {
-        Some(r) => println!(
-            "marker residuals (host kvm_pio - guest write) over {} markers: min {:.2} us, median {:.2} us, max {:.2} us",
-            merged.residuals_ns.len(),
-            r.min_ns / 1e3,
-            r.median_ns / 1e3,
-            r.max_ns / 1e3
-        ),
-        None => println!("no markers found in the KVM capture"),
+    for g in &merged.guests {
+        match &g.residual_stats {
+            Some(r) => println!(
+                "marker residuals (host kvm_pio - guest write) over {} markers: min {:.2} us, median {:.2} us, max {:.2} us",
+                g.residuals_ns.len(),
+                r.min_ns / 1e3,
+                r.median_ns / 1e3,
+                r.max_ns / 1e3
+            ),
+            None => println!("no markers found in the KVM capture"),
+        }
+        if let Some(w) = &g.window_stats {
+            println!(
+                "marker windows (guest TSC before -> after the write) over {} markers: min {:.2} us, median {:.2} us, max {:.2} us; host stamps outside: {}",
+                g.windows,
+                w.min_ns / 1e3,
+                w.median_ns / 1e3,
+                w.max_ns / 1e3,
+                g.window_violations
+            );
+        }
+        if g.host_time.known {
+            println!(
+                "guest time not running guest code: {:.3} ms of {:.3} ms ({} periods)",
+                g.host_time.not_running_ns as f64 / 1e6,
+                g.host_time.run_ns as f64 / 1e6,
+                g.host_time.periods
+            );
+        }
     }
     println!(
         "open {} in https://ui.perfetto.dev; guest trace: uftrace replay -d {}",
         timeline.display(),
-        guest_dir.display()
+        guest_dirs[0].display()
     );
     all_inputs_read(&merged)
+}
+
+/// The command that boots the guests: one QEMU (under timeout(1)) as it is, or several at
+/// once through sh, each writing its exit status to a file.
+fn boot_command(sessions: &[GuestSession], statuses: &StatusFiles) -> Vec<OsString> {
+    if sessions.len() == 1 {
+        return sessions[0].command();
+    }
+    let quote = |a: &OsString| format!("'{}'", a.to_string_lossy().replace('\'', "'\\''"));
+    let jobs: Vec<String> = sessions
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let cmd: Vec<String> = s.command().iter().map(quote).collect();
+            format!(
+                "({} >/dev/null; echo $? > {}) &",
+                cmd.join(" "),
+                quote(&statuses.path(i).into_os_string())
+            )
+        })
+        .collect();
+    ["sh", "-c"]
+        .iter()
+        .map(OsString::from)
+        .chain([OsString::from(format!("{} wait", jobs.join(" ")))])
+        .collect()
+}
+
+/// Where the guests booted together leave their QEMU exit statuses.
+struct StatusFiles {
+    dir: PathBuf,
+    count: usize,
+}
+
+impl StatusFiles {
+    fn new(output: &Path, count: usize) -> StatusFiles {
+        StatusFiles {
+            dir: output.to_path_buf(),
+            count,
+        }
+    }
+
+    fn path(&self, i: usize) -> PathBuf {
+        self.dir.join(format!(".guest{}.status", i + 1))
+    }
+
+    /// Guest `i`'s status: the command's when it is the only one, else its file's.
+    fn status(&self, i: usize, command: Option<ExitStatus>) -> Option<ExitStatus> {
+        if self.count == 1 {
+            return command;
+        }
+        let code: i32 = std::fs::read_to_string(self.path(i))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?;
+        Some(ExitStatus::from_raw(code << 8))
+    }
+
+    fn remove(&self) {
+        for i in 0..self.count {
+            let _ = std::fs::remove_file(self.path(i));
+        }
+    }
 }
 
 /// An error if the merge could not read an input to its end.
@@ -197,6 +306,7 @@ pub(crate) fn capture_guest(
         stream_file: None,
     };
     let report = capture(stream.as_slice(), dir, &options)?;
+    super::capture::write_probe_names(elf, dir)?;
     super::capture::print_summary(&report, &dir.display().to_string());
     if let Some(e) = &report.error {
         bail!("the guest's trace stream is damaged: {e}");
@@ -204,46 +314,14 @@ pub(crate) fn capture_guest(
     Ok(report)
 }
 
-/// Writes the events of this guest's vCPU threads only: tracefs records every VM on the host,
-/// and another VM writing to the marker port would spoil the alignment. The vCPU threads are
-/// those whose `kvm_pio` carried one of the guest's marker values.
-pub(crate) fn keep_this_vm(all: &Path, out: &Path, report: &CaptureReport) -> anyhow::Result<()> {
-    let mut capture = vftrace_kvm::read_capture(all)?;
-    let values: std::collections::HashSet<u64> =
-        report.markers.iter().map(|m| m.value as u64).collect();
-    let threads: std::collections::HashSet<u32> = capture
-        .events
-        .iter()
-        .filter(|e| {
-            matches!(&e.kind, KvmEventKind::Pio { port, val: Some(v), .. }
-                if *port == DEFAULT_MARKER_PORT && values.contains(v))
-        })
-        .map(|e| e.pid)
-        .collect();
-    if threads.is_empty() {
-        bail!(
-            "none of the guest's {} markers shows up in {}: were KVM events recorded?",
-            values.len(),
-            all.display()
-        );
-    }
-    let before = capture.events.len();
-    capture.events.retain(|e| threads.contains(&e.pid));
-    eprintln!(
-        "vftrace demo: kept {} of {} host events (vCPU thread(s) {threads:?} of this guest)",
-        capture.events.len(),
-        before
-    );
-    vftrace_kvm::write_capture(out, &capture)
-        .with_context(|| format!("cannot write {}", out.display()))?;
-    Ok(())
-}
-
 /// VM exits by port I/O (the only exits PVM traces), and those the trace streaming caused:
 /// between the guest's StreamStart marker and the marker after it (StreamEnd).
-fn print_exits(kvm_file: &Path, report: &CaptureReport) -> anyhow::Result<()> {
+fn print_exits(kvm_file: &Path, reports: &[CaptureReport]) -> anyhow::Result<()> {
     const STREAM_START: u32 = 8;
     let capture = vftrace_kvm::read_capture(kvm_file)?;
+    let Some(report) = reports.first() else {
+        return Ok(());
+    };
     let pio: Vec<(u64, u16, Option<u64>)> = capture
         .events
         .iter()
@@ -252,7 +330,15 @@ fn print_exits(kvm_file: &Path, report: &CaptureReport) -> anyhow::Result<()> {
             _ => None,
         })
         .collect();
-    print!("host: {} kvm_pio exits of this guest", pio.len());
+    print!(
+        "host: {} kvm_pio exits of {}",
+        pio.len(),
+        if reports.len() == 1 {
+            "this guest"
+        } else {
+            "the guests"
+        }
+    );
     let start = report
         .markers
         .iter()

@@ -145,7 +145,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Some(hz) => hz,
         None => super::demo::host_tsc_hz_now()?,
     };
-    let report = super::demo::capture_guest(&outcome, &elf, &guest_dir, tsc_hz)?;
+    super::demo::capture_guest(&outcome, &elf, &guest_dir, tsc_hz)?;
 
     let totals = trace_inclusive_ns(&guest_dir)?;
     let in_root = stacks
@@ -168,13 +168,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
     }
 
-    let vm_kvm_file = args.output.join("host-this-vm.kvm");
-    if !args.no_kvm {
-        super::demo::keep_this_vm(&kvm_file, &vm_kvm_file, &report)?;
-    }
+    // The recording holds this VM's threads only (`vftrace kvm` records its command's).
     let opts = MergeOptions {
-        guest: Some(guest_dir.clone()),
-        kvm: (!args.no_kvm).then_some(vm_kvm_file),
+        guests: vec![guest_dir.clone()],
+        kvm: (!args.no_kvm).then_some(kvm_file),
         profile: Some(profile_dir.join(SAMPLES_FILE)),
         tsc_hz: Some(tsc_hz),
         ..MergeOptions::default()

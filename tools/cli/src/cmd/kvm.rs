@@ -10,9 +10,11 @@ use super::parse_seconds;
 #[command(after_help = "Examples:\n  \
     vftrace kvm -o host.kvm -- qemu-system-x86_64 -accel kvm ...\n  \
     vftrace kvm -o host.kvm --duration 10\n  \
+    vftrace kvm -o host.kvm -p 4242 -d 5   (a running VMM)\n  \
     vftrace kvm -o host.kvm            (until Ctrl-C)\n\n\
-    Needs root (tracefs). kvm:kvm_write_tsc_offset is always recorded. The command's exit status \
-    becomes vftrace's.")]
+    Needs root (tracefs). kvm:kvm_write_tsc_offset is always recorded. With a command or --pid only \
+    its threads and descendants are recorded, with the scheduler's view of them (sched_switch, \
+    sched_wakeup). The command's exit status becomes vftrace's.")]
 pub struct Args {
     /// Capture file to write.
     #[arg(short, long, default_value = "host.kvm")]
@@ -26,6 +28,9 @@ pub struct Args {
     /// Stop after this many seconds (fractions allowed); also ends the command.
     #[arg(short, long, value_parser = parse_seconds)]
     duration: Option<Duration>,
+    /// Record this running process (a VMM), its threads and descendants; repeatable.
+    #[arg(short, long = "pid")]
+    pids: Vec<u32>,
     /// Do not show the event count while recording.
     #[arg(short, long)]
     quiet: bool,
@@ -35,7 +40,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    if args.command.is_empty() && args.duration.is_none() && !args.quiet {
+    if args.command.is_empty() && args.pids.is_empty() && args.duration.is_none() && !args.quiet {
         eprintln!(
             "vftrace kvm: recording until Ctrl-C (default events: kvm_write_tsc_offset {})",
             DEFAULT_EVENTS.join(" ")
@@ -47,6 +52,7 @@ pub fn run(args: Args) -> Result<()> {
         buffer_kb: args.buffer_kb,
         duration: args.duration,
         command: args.command,
+        pids: args.pids,
         progress: !args.quiet,
     })?;
     eprintln!(

@@ -6,9 +6,10 @@ use vftrace_merge::{merge, MergeError, MergeOptions, DEFAULT_MARKER_PORT};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Guest trace directory (uftrace format with vftrace.clock, source=guest).
-    #[arg(long)]
-    pub guest: Option<PathBuf>,
+    /// Guest trace directory (uftrace format with vftrace.clock, source=guest); repeatable:
+    /// several guests of one capture each become a process.
+    #[arg(long = "guest")]
+    pub guests: Vec<PathBuf>,
     /// Host KVM event capture (`vftrace kvm`, trace-cmd report or tracefs text).
     #[arg(long)]
     pub kvm: Option<PathBuf>,
@@ -71,7 +72,7 @@ fn parse_latency_us(text: &str) -> Result<f64, String> {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let opts = MergeOptions {
-        guest: args.guest,
+        guests: args.guests,
         kvm: args.kvm,
         hosts: args.hosts,
         profile: args.profile,
@@ -82,7 +83,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         ..MergeOptions::default()
     };
     let inputs: Vec<&Path> = opts
-        .guest
+        .guests
         .iter()
         .chain(&opts.kvm)
         .chain(&opts.hosts)
