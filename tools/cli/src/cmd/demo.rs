@@ -1,16 +1,25 @@
 //! `vftrace demo`: build (if needed) and boot the example unikernel under KVM while recording
-//! the host's KVM events, capture the trace the guest streams out, and merge both into one
-//! timeline. Prints what was traced, how many VM exits were seen, and how well guest and host
-//! clocks line up (marker residuals).
+//! the host's KVM events, drain the guest's trace from its memory while it runs (`live`), and
+//! merge both into one timeline. Prints what was traced, how many VM exits were seen (and that
+//! the trace hand-over caused none during the workload), and how well guest and host clocks
+//! line up (marker residuals).
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, ExitStatus};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use vftrace_format::stream::Marker;
 use vftrace_guest::qemu::SUCCESS_STATUS;
-use vftrace_guest::{capture, CaptureOptions, CaptureReport, GuestOutcome, GuestRun, GuestSession};
+use vftrace_guest::{
+    capture, drain_while, CaptureOptions, CaptureReport, GuestOutcome, GuestRun, GuestSession,
+    LiveCapture, LiveOptions,
+};
 use vftrace_kvm::{KvmEventKind, RecordOptions};
 use vftrace_merge::{merge, MergeOptions, MergeReport, DEFAULT_MARKER_PORT};
+
+/// How often the demo's drain passes over the guest's pool.
+const DRAIN_INTERVAL: Duration = Duration::from_millis(1);
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -20,7 +29,9 @@ pub struct Args {
     /// The guest ELF (default: examples/unikernel, built when missing).
     #[arg(long)]
     pub kernel: Option<PathBuf>,
-    /// Guest command line: fib=N sort=LOG2 helpers=N (crash and hang show the failure paths).
+    /// Guest command line: fib=N sort=LOG2 helpers=N rounds=N, wait (the guest waits for the
+    /// host when its pool is full instead of dropping), crash, crash=mid and hang show the
+    /// failure paths. `live` is added: the trace is drained while the guest runs.
     #[arg(long, default_value = "")]
     pub cmdline: String,
     /// Seconds before QEMU is stopped.
@@ -70,67 +81,67 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let timeline = args.output.join(&args.timeline);
 
     let mut run = GuestRun::new(&elf);
-    run.cmdline = args.cmdline.clone();
+    run.cmdline = live_cmdline(&args.cmdline);
     run.timeout = Duration::from_secs(args.timeout);
     let session = GuestSession::new(&run);
     let argv = session.command();
+    // The guest's clock, before it boots: its records are converted as they are drained.
+    let host_tsc_hz = host_tsc_hz_now()?;
+    let live = LiveCapture::new(&LiveOptions {
+        ram: session.ram_path(),
+        console: session.console_path(),
+        output: &guest_dir,
+        elf: Some(&elf),
+        tsc_hz: Some(host_tsc_hz),
+        host_tsc_hz,
+    })
+    .with_context(|| format!("cannot capture into {}", guest_dir.display()))?;
     eprintln!(
-        "vftrace demo: booting {} under KVM (timeout {} s)...",
+        "vftrace demo: booting {} under KVM (timeout {} s), draining its trace while it runs...",
         elf.display(),
         args.timeout
     );
-    let (status, wall, host_tsc_hz) = if args.no_kvm {
-        let start = Instant::now();
-        let status = Command::new(&argv[0])
-            .args(&argv[1..])
-            .status()
-            .context("cannot start QEMU through timeout(1)")?;
-        (Some(status), start.elapsed(), None)
-    } else {
-        let opts = RecordOptions {
-            output: kvm_file.clone(),
-            duration: Some(run.timeout + Duration::from_secs(5)),
-            command: argv
-                .iter()
-                .map(|a| a.to_string_lossy().into_owned())
-                .collect(),
-            progress: false,
-            ..RecordOptions::default()
-        };
-        let summary = vftrace_kvm::record(&opts).context(
-            "recording host KVM events failed (run as root with tracefs, or pass --no-kvm)",
-        )?;
-        eprintln!(
-            "vftrace demo: {} host KVM events recorded to {}",
-            summary.events,
-            kvm_file.display()
-        );
-        (summary.command_status, summary.elapsed, summary.tsc_hz)
-    };
+    let booted = AtomicBool::new(true);
+    let (ran, drained) = std::thread::scope(|s| {
+        let drainer = s.spawn(|| drain_while(live, DRAIN_INTERVAL, || booted.load(Ordering::Acquire)));
+        let ran = boot(&args, &argv, &kvm_file, &run);
+        booted.store(false, Ordering::Release);
+        (ran, drainer.join().expect("the drain does not panic"))
+    });
+    let (status, wall, kvm_tsc_hz) = ran?;
     let outcome = session.collect(status, wall)?;
     drop(session);
     print!("{}", outcome.serial);
-    let tsc_hz = match host_tsc_hz {
-        Some(hz) => hz,
-        None => host_tsc_hz_now()?,
+    let ended_well = outcome.status == Some(SUCCESS_STATUS);
+    let report = match drained {
+        Ok(r) => r,
+        Err(e) if ended_well => return Err(e).context("the live capture failed"),
+        Err(e) => bail!("the guest {}; see its output above (no trace: {e})", outcome.describe()),
     };
-    let started = Instant::now();
-    let report = capture_guest(&outcome, &elf, &guest_dir, tsc_hz)?;
-    let capture_time = started.elapsed();
+    super::capture::print_live_summary(&report, &guest_dir.display().to_string());
     println!(
-        "guest: boot to exit {:.1} ms (QEMU wall time), trace stream {} bytes, captured in {:.1} ms",
-        outcome.wall.as_secs_f64() * 1e3,
-        outcome.stream.as_ref().map_or(0, Vec::len),
-        capture_time.as_secs_f64() * 1e3
+        "guest: boot to exit {:.1} ms (QEMU wall time), its trace drained while it ran",
+        outcome.wall.as_secs_f64() * 1e3
     );
+    if !ended_well {
+        bail!(
+            "the guest {}; see its output above; what it traced up to there is in {}",
+            outcome.describe(),
+            guest_dir.display()
+        );
+    }
+    if let Some(cut) = &report.cut {
+        bail!("the guest overwrote its trace pool: {cut}");
+    }
     if args.no_kvm {
         println!("look at it: uftrace replay -d {}", guest_dir.display());
         return Ok(());
     }
+    let tsc_hz = kvm_tsc_hz.unwrap_or(host_tsc_hz);
 
     let vm_kvm_file = args.output.join("host-this-vm.kvm");
-    keep_this_vm(&kvm_file, &vm_kvm_file, &report)?;
-    print_exits(&vm_kvm_file, &report)?;
+    keep_vm_of_markers(&kvm_file, &vm_kvm_file, &report.markers)?;
+    print_exits(&vm_kvm_file, &report.markers)?;
     let opts = MergeOptions {
         guest: Some(guest_dir.clone()),
         kvm: Some(vm_kvm_file.clone()),
@@ -157,6 +168,52 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         guest_dir.display()
     );
     all_inputs_read(&merged)
+}
+
+/// The guest's command line with `live` added, unless it asks for live already (`wait`).
+fn live_cmdline(cmdline: &str) -> String {
+    if cmdline.split_ascii_whitespace().any(|w| w == "live" || w == "wait") {
+        cmdline.to_string()
+    } else {
+        format!("live {cmdline}").trim_end().to_string()
+    }
+}
+
+/// Runs QEMU (`argv`), recording the host's KVM events into `kvm_file` unless `--no-kvm`:
+/// its exit status, wall time and (from the KVM capture) the host's TSC frequency.
+fn boot(
+    args: &Args,
+    argv: &[std::ffi::OsString],
+    kvm_file: &Path,
+    run: &GuestRun,
+) -> anyhow::Result<(Option<ExitStatus>, Duration, Option<f64>)> {
+    if args.no_kvm {
+        let start = Instant::now();
+        let status = Command::new(&argv[0])
+            .args(&argv[1..])
+            .status()
+            .context("cannot start QEMU through timeout(1)")?;
+        return Ok((Some(status), start.elapsed(), None));
+    }
+    let opts = RecordOptions {
+        output: kvm_file.to_path_buf(),
+        duration: Some(run.timeout + Duration::from_secs(5)),
+        command: argv
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect(),
+        progress: false,
+        ..RecordOptions::default()
+    };
+    let summary = vftrace_kvm::record(&opts).context(
+        "recording host KVM events failed (run as root with tracefs, or pass --no-kvm)",
+    )?;
+    eprintln!(
+        "vftrace demo: {} host KVM events recorded to {}",
+        summary.events,
+        kvm_file.display()
+    );
+    Ok((summary.command_status, summary.elapsed, summary.tsc_hz))
 }
 
 /// An error if the merge could not read an input to its end.
@@ -208,9 +265,13 @@ pub(crate) fn capture_guest(
 /// and another VM writing to the marker port would spoil the alignment. The vCPU threads are
 /// those whose `kvm_pio` carried one of the guest's marker values.
 pub(crate) fn keep_this_vm(all: &Path, out: &Path, report: &CaptureReport) -> anyhow::Result<()> {
+    keep_vm_of_markers(all, out, &report.markers)
+}
+
+fn keep_vm_of_markers(all: &Path, out: &Path, markers: &[Marker]) -> anyhow::Result<()> {
     let mut capture = vftrace_kvm::read_capture(all)?;
     let values: std::collections::HashSet<u64> =
-        report.markers.iter().map(|m| m.value as u64).collect();
+        markers.iter().map(|m| m.value as u64).collect();
     let threads: std::collections::HashSet<u32> = capture
         .events
         .iter()
@@ -239,35 +300,50 @@ pub(crate) fn keep_this_vm(all: &Path, out: &Path, report: &CaptureReport) -> an
     Ok(())
 }
 
-/// VM exits by port I/O (the only exits PVM traces), and those the trace streaming caused:
-/// between the guest's StreamStart marker and the marker after it (StreamEnd).
-fn print_exits(kvm_file: &Path, report: &CaptureReport) -> anyhow::Result<()> {
+/// VM exits by port I/O and MMIO (the exits PVM traces) of this guest, and which of them the
+/// trace hand-over caused: during the workload (between its first and last marker) the only
+/// port writes should be the markers themselves, and at the end those of writing and
+/// announcing the end-of-run stream (between the StreamStart marker and the next one).
+fn print_exits(kvm_file: &Path, markers: &[Marker]) -> anyhow::Result<()> {
+    /// The unikernel's phases (examples/unikernel/src/markers.rs): FibStart, HelpersEnd,
+    /// StreamStart.
+    const WORKLOAD_START: u32 = 2;
+    const WORKLOAD_END: u32 = 7;
     const STREAM_START: u32 = 8;
     let capture = vftrace_kvm::read_capture(kvm_file)?;
-    let pio: Vec<(u64, u16, Option<u64>)> = capture
+    // (port, value) of each exit; MMIO as port None.
+    let exits: Vec<(Option<u16>, Option<u64>)> = capture
         .events
         .iter()
         .filter_map(|e| match &e.kind {
-            KvmEventKind::Pio { port, val, .. } => Some((e.tsc, *port, *val)),
+            KvmEventKind::Pio { port, val, .. } => Some((Some(*port), *val)),
+            KvmEventKind::Mmio { .. } => Some((None, None)),
             _ => None,
         })
         .collect();
-    print!("host: {} kvm_pio exits of this guest", pio.len());
-    let start = report
-        .markers
-        .iter()
-        .find(|m| m.phase == STREAM_START)
-        .and_then(|m| {
-            pio.iter().position(|(_, port, val)| {
-                *port == DEFAULT_MARKER_PORT && *val == Some(m.value as u64)
-            })
-        });
-    if let Some(start) = start {
-        if let Some(len) = pio[start + 1..]
+    let is_marker = |x: &(Option<u16>, Option<u64>)| x.0 == Some(DEFAULT_MARKER_PORT);
+    let at = |phase: u32| {
+        let m = markers.iter().find(|m| m.phase == phase)?;
+        exits
             .iter()
-            .position(|(_, port, _)| *port == DEFAULT_MARKER_PORT)
-        {
-            print!(", {len} of them while the guest wrote and announced its trace");
+            .position(|x| is_marker(x) && x.1 == Some(m.value as u64))
+    };
+    let mmio = exits.iter().filter(|x| x.0.is_none()).count();
+    print!(
+        "host: {} kvm_pio and {mmio} kvm_mmio exits of this guest",
+        exits.len() - mmio
+    );
+    if let (Some(start), Some(end)) = (at(WORKLOAD_START), at(WORKLOAD_END)) {
+        let during = &exits[start + 1..end.max(start + 1)];
+        let markers = during.iter().filter(|x| is_marker(x)).count();
+        print!(
+            "; during its workload {} besides its {markers} markers (the trace hand-over)",
+            during.len() - markers
+        );
+    }
+    if let Some(start) = at(STREAM_START) {
+        if let Some(len) = exits[start + 1..].iter().position(is_marker) {
+            print!(", {len} while it wrote and announced its end-of-run stream");
         }
     }
     println!();
