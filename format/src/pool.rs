@@ -1032,10 +1032,7 @@ impl HeaderMessage {
         let mut w = Writer { buf: out, at: 0 };
         let mut writer = crate::stream::StreamWriter::new(|bytes: &[u8]| w.put(bytes));
         match writer.header(&cut) {
-            Ok(()) => {
-                drop(writer);
-                w.at
-            }
+            Ok(()) => w.at,
             Err(_) => 0,
         }
     }

@@ -20,13 +20,14 @@ use crate::pool::{
 };
 use crate::stream::OwnedHeader;
 
+use crate::pool_read::{self, ChunkRef, SlotInfo, ThreadRecords};
+use crate::record::Record;
+
 /// Most threads one drain follows; a pool that names more is cut.
 pub const MAX_THREADS: usize = 4096;
 /// Most messages (sessions, forks, libraries) one drain keeps; later ones are dropped.
 pub const MAX_MESSAGES: usize = 65_536;
 const MAX_WARNINGS: usize = 32;
-use crate::pool_read::{self, ChunkRef, SlotInfo, ThreadRecords};
-use crate::record::Record;
 
 /// A process image's session (its `Session` message).
 #[derive(Clone, Debug)]

@@ -82,7 +82,7 @@ impl Producer {
     /// stores elsewhere.
     fn write(&mut self, n: u64) {
         for _ in 0..n {
-            let kind = if self.written % 2 == 0 { RecordType::Entry } else { RecordType::Exit };
+            let kind = if self.written.is_multiple_of(2) { RecordType::Entry } else { RecordType::Exit };
             if !self.room() {
                 self.lost += 1;
                 self.pool.slot(self.slot).lost.store(self.lost, Relaxed);
@@ -304,7 +304,7 @@ fn random_scribbles_never_panic_or_grow_without_bound() {
         for round in 0..200 {
             p.write(rng.next() % 2048);
             for _ in 0..rng.next() % 8 {
-                let (lo, hi) = if rng.next() % 512 == 0 {
+                let (lo, hi) = if rng.next().is_multiple_of(512) {
                     (0, l.descs_offset)
                 } else {
                     (l.descs_offset, l.data_offset)
@@ -319,7 +319,7 @@ fn random_scribbles_never_panic_or_grow_without_bound() {
                 // Mostly a state the protocol knows (an unknown one cuts at once), so that the
                 // rest of the drain meets the damage too.
                 let state_word = at >= l.descs_offset && at < l.slots_offset && (at - l.descs_offset) % 64 == 24;
-                if state_word && rng.next() % 16 != 0 {
+                if state_word && !rng.next().is_multiple_of(16) {
                     value = (value & !0xffff_ffff) | (value % 3);
                 }
                 // SAFETY: inside the pool's tables; an aligned store, as a scribbler would do.

@@ -259,7 +259,7 @@ impl LiveCapture {
             ));
         };
         let clock = drain.clock().cloned().unwrap_or_else(|| clock(&header, tsc_hz, host_tsc_hz));
-        drain.set_clock(clock.clone());
+        drain.set_clock(clock);
         drain.pass(&mut writer, true)?;
         drain.finish_threads(&mut writer)?;
 
@@ -448,7 +448,7 @@ struct RamMap {
 impl RamMap {
     /// Maps the announced bytes, after checking them against the file.
     fn open(ram: &Path, a: Announcement) -> Result<RamMap, String> {
-        if a.addr % 4096 != 0 {
+        if !a.addr.is_multiple_of(4096) {
             return Err("its address is not page-aligned".into());
         }
         if !(MIN_POOL_BYTES..=MAX_POOL_BYTES).contains(&a.len) {
