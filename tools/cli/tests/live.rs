@@ -159,7 +159,7 @@ fn twelve_pools_arrive_whole_with_no_vm_exit_for_the_transfer() {
     let _ = std::fs::remove_dir_all(&out);
 }
 
-/// A drain that pauses 50 ms between passes cannot keep up with a guest that drops records
+/// A drain that pauses 100 ms between passes cannot keep up with a guest that drops records
 /// when its pool is full: records are lost, and the trace says exactly how many.
 #[test]
 fn a_slowed_drain_loses_records_and_counts_them_exactly() {
@@ -168,7 +168,7 @@ fn a_slowed_drain_loses_records_and_counts_them_exactly() {
     }
     let dir = scratch("slow");
     let rounds = 40;
-    let (out, serial) = capture_live(&dir, &format!("live rounds={rounds}"), 60, &["--drain-interval", "50ms"]);
+    let (out, serial) = capture_live(&dir, &format!("live rounds={rounds}"), 60, &["--drain-interval", "100ms"]);
     // QEMU's own status for a guest that exited well (isa-debug-exit: 0 << 1 | 1).
     assert_eq!(out.status.code(), Some(1), "{}{serial}", text(&out));
     let trace = dir.join("trace");
