@@ -502,29 +502,8 @@ fn take_chunk(g: &Globals, st: &ThreadState) -> Option<u32> {
             }
             reuse_oldest(pool, st)
         }
-        PoolMode::Wait => {
-            // Waits as long as the consumer shows signs of life.
-            let mut beat = pool.header().consumer_heartbeat.load(Relaxed);
-            let mut idle = 0u32;
-            loop {
-                if let Some(i) = pool.pop_free() {
-                    return Some(i);
-                }
-                match g.platform.wait {
-                    Some(wait) => wait(),
-                    None => core::hint::spin_loop(),
-                }
-                let now = pool.header().consumer_heartbeat.load(Relaxed);
-                if now != beat {
-                    (beat, idle) = (now, 0);
-                } else {
-                    idle += 1;
-                    if idle > 20_000 {
-                        return None;
-                    }
-                }
-            }
-        }
+        // Waits as long as the consumer shows signs of life.
+        PoolMode::Wait => pool.pop_free_waiting(g.platform.wait),
     }
 }
 

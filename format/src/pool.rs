@@ -52,6 +52,9 @@ pub const MAX_CHUNK_BYTES: u32 = 16 << 20;
 pub const MESSAGE_PAYLOAD: usize = 448;
 /// Index values are stored +1 so that 0 means "none".
 const NONE: u32 = 0;
+/// Wait mode: waits for a free chunk without a consumer heartbeat before a producer gives up
+/// and drops ([`Pool::pop_free_waiting`]).
+pub const WAIT_IDLE_LIMIT: u32 = 20_000;
 
 /// What producers do when no chunk is free.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -158,6 +161,9 @@ pub struct PoolHeader {
     pub messages_dropped: AtomicU64,
     /// Threads that are losing records right now because they have no chunk.
     pub chunkless_threads: AtomicU64,
+    /// Wait mode: the consumer heartbeat + 1 at which a producer last gave up waiting (0:
+    /// never). While the heartbeat stays there, producers do not wait again.
+    pub wait_gave_up: AtomicU64,
 }
 
 const _: () = assert!(size_of::<PoolHeader>() <= HEADER_BYTES);
@@ -373,6 +379,10 @@ impl Layout {
 pub struct Pool {
     base: *mut u8,
     layout: Layout,
+    /// Fixed at creation; kept here so that a pool whose header is overwritten later cannot
+    /// change how this view treats it.
+    mode: PoolMode,
+    flags: u32,
 }
 
 // SAFETY: every field a `Pool` hands out is an atomic or raw memory whose use the protocol
@@ -392,7 +402,12 @@ impl Pool {
         let layout = Layout::compute(len, params)?;
         // SAFETY: the caller gives us the memory; the tables lie before data_offset <= len.
         unsafe { core::ptr::write_bytes(mem, 0, layout.data_offset) };
-        let pool = Pool { base: mem, layout };
+        let pool = Pool {
+            base: mem,
+            layout,
+            mode: params.mode,
+            flags: params.flags,
+        };
         // SAFETY: the header lies at offset 0 of memory we own; it has no references yet.
         let h = unsafe { &mut *(mem as *mut PoolHeader) };
         h.magic = POOL_MAGIC;
@@ -491,7 +506,12 @@ impl Pool {
         if stated != expected {
             return Err(PoolError::BadGeometry("offsets or chunk count"));
         }
-        Ok(Pool { base: mem, layout })
+        Ok(Pool {
+            base: mem,
+            layout,
+            mode,
+            flags,
+        })
     }
 
     pub fn layout(&self) -> &Layout {
@@ -510,15 +530,11 @@ impl Pool {
 
     /// The mode this view was made with (never re-read from shared memory).
     pub fn mode(&self) -> PoolMode {
-        // The header's mode was validated; it is written once, at creation.
-        // SAFETY: a plain read of a field nobody writes after creation.
-        PoolMode::from_u32(unsafe { core::ptr::read_volatile(&self.header().mode) })
-            .unwrap_or(PoolMode::StopWhenFull)
+        self.mode
     }
 
     pub fn has_consumer(&self) -> bool {
-        // SAFETY: as for `mode`.
-        unsafe { core::ptr::read_volatile(&self.header().flags) & pool_flags::HAS_CONSUMER != 0 }
+        self.flags & pool_flags::HAS_CONSUMER != 0
     }
 
     pub fn chunk_count(&self) -> u32 {
@@ -611,6 +627,38 @@ impl Pool {
         self.header().free_head.load(Relaxed) & 0xffff_ffff != 0
     }
 
+    /// Wait mode: a free chunk, waiting (`wait`, or a spin) while the consumer shows signs of
+    /// life. Gives up after [`WAIT_IDLE_LIMIT`] waits without a heartbeat; from then on,
+    /// producers do not wait again until the heartbeat moves, so a consumer that is gone costs
+    /// one timeout, not one per record.
+    pub fn pop_free_waiting(&self, wait: Option<extern "C" fn()>) -> Option<u32> {
+        let h = self.header();
+        let mut beat = h.consumer_heartbeat.load(Relaxed);
+        if h.wait_gave_up.load(Relaxed) == beat.wrapping_add(1) {
+            return self.pop_free();
+        }
+        let mut idle = 0u32;
+        loop {
+            if let Some(i) = self.pop_free() {
+                return Some(i);
+            }
+            match wait {
+                Some(wait) => wait(),
+                None => core::hint::spin_loop(),
+            }
+            let now = h.consumer_heartbeat.load(Relaxed);
+            if now != beat {
+                (beat, idle) = (now, 0);
+            } else {
+                idle += 1;
+                if idle > WAIT_IDLE_LIMIT {
+                    h.wait_gave_up.store(beat.wrapping_add(1), Relaxed);
+                    return None;
+                }
+            }
+        }
+    }
+
     /// Claims a free thread slot for a new thread. Returns its index and serial number.
     pub fn claim_slot(&self) -> Option<(u32, u64)> {
         let n = self.slot_count();
@@ -665,6 +713,49 @@ impl Pool {
     }
 
     // ---- consumers ---------------------------------------------------------------------------
+
+    /// Checks what a consumer relies on and only a scribbler changes: the header's identity and
+    /// geometry (fixed at creation), the free list head (an index in range) and every chunk's
+    /// state (one of [`chunk_state`]). A consumer calls it on every pass; an error says which
+    /// word was overwritten, and the pool can no longer be trusted.
+    pub fn check_control_words(&self) -> Result<(), PoolError> {
+        let h = self.header();
+        let l = &self.layout;
+        // SAFETY: fields nobody writes after creation, read by value (volatile: another party
+        // may be scribbling over them).
+        let fixed = unsafe {
+            use core::ptr::read_volatile as rv;
+            [
+                (rv(&h.magic) == POOL_MAGIC, "the header's magic"),
+                (rv(&h.version) == POOL_VERSION, "the header's version"),
+                (rv(&h.header_bytes) as usize == HEADER_BYTES, "the header's size"),
+                (rv(&h.total_bytes) == l.total_bytes as u64, "the header's total size"),
+                (rv(&h.chunk_bytes) as usize == l.chunk_bytes, "the header's chunk size"),
+                (rv(&h.chunk_count) as usize == l.chunk_count, "the header's chunk count"),
+                (rv(&h.slot_count) as usize == l.slot_count, "the header's thread slot count"),
+                (rv(&h.message_count) as usize == l.message_count, "the header's message count"),
+                (rv(&h.descs_offset) == l.descs_offset as u64, "the header's table offsets"),
+                (rv(&h.slots_offset) == l.slots_offset as u64, "the header's table offsets"),
+                (rv(&h.messages_offset) == l.messages_offset as u64, "the header's table offsets"),
+                (rv(&h.data_offset) == l.data_offset as u64, "the header's table offsets"),
+                (rv(&h.mode) == self.mode as u32, "the header's mode"),
+                (rv(&h.flags) == self.flags, "the header's flags"),
+            ]
+        };
+        if let Some(&(_, what)) = fixed.iter().find(|(ok, _)| !ok) {
+            return Err(PoolError::Corrupt(what));
+        }
+        if (h.free_head.load(Relaxed) & 0xffff_ffff) as usize > l.chunk_count {
+            return Err(PoolError::Corrupt("the free list head"));
+        }
+        for i in 0..self.chunk_count() {
+            let state = self.desc(i).state.load(Relaxed);
+            if state > chunk_state::FULL {
+                return Err(PoolError::Corrupt("a chunk descriptor's state"));
+            }
+        }
+        Ok(())
+    }
 
     /// The chunks of the thread in slot `slot`, oldest first, following the thread's own chunk
     /// list (intact while nobody drains the pool: in-process and ring mode). Bounded by the
@@ -766,6 +857,9 @@ pub mod message_kind {
     pub const FORK: u32 = 2;
     /// A library was loaded at run time: [`super::DlopenMessage`].
     pub const DLOPEN: u32 = 3;
+    /// A kernel said what it runs: one `Header` frame of the guest byte stream
+    /// (`crate::stream`), checksummed, its command line cut to fit.
+    pub const STREAM_HEADER: u32 = 4;
 }
 
 /// Little-endian field encoding of messages, checked on decode (payloads are untrusted).
@@ -913,6 +1007,54 @@ impl<'a> DlopenMessage<'a> {
             base: c.u64()?,
             path: c.rest(),
         })
+    }
+}
+
+/// A kernel's stream header ([`crate::stream::Header`]) as a pool message: the `Header` frame
+/// of the guest byte stream, checksummed, so that a host reads it with the stream's own
+/// decoder. The image name is cut to 64 bytes and the command line to what fits.
+pub struct HeaderMessage;
+
+impl HeaderMessage {
+    /// Bytes of the frame besides the name and the command line: framing, 47 bytes of fixed
+    /// fields (the name's length among them) and the command line's length.
+    const FIXED: usize = crate::stream::FRAME_HEADER_SIZE + crate::stream::FRAME_TRAILER_SIZE + 47 + 2;
+
+    /// Encodes `h` into `out`; returns the length (0 if it could not be encoded).
+    pub fn encode(h: &crate::stream::Header<'_>, out: &mut [u8; MESSAGE_PAYLOAD]) -> usize {
+        let name = &h.image_name[..h.image_name.len().min(64)];
+        let room = MESSAGE_PAYLOAD - Self::FIXED - name.len();
+        let cut = crate::stream::Header {
+            image_name: name,
+            cmdline: &h.cmdline[..h.cmdline.len().min(room)],
+            ..*h
+        };
+        let mut w = Writer { buf: out, at: 0 };
+        let mut writer = crate::stream::StreamWriter::new(|bytes: &[u8]| w.put(bytes));
+        match writer.header(&cut) {
+            Ok(()) => w.at,
+            Err(_) => 0,
+        }
+    }
+
+    /// The header in a message's payload, checked as a stream frame (checksum included).
+    #[cfg(feature = "std")]
+    pub fn decode(payload: &[u8]) -> Result<crate::stream::OwnedHeader, crate::stream::StreamError> {
+        use crate::stream::{Payload, StreamErrorKind, StreamReader};
+        match StreamReader::new(payload).next() {
+            Some(Ok(frame)) => match frame.payload {
+                Payload::Header(h) => Ok(h),
+                _ => Err(crate::stream::StreamError {
+                    offset: 0,
+                    kind: StreamErrorKind::Malformed("a header message holds another frame"),
+                }),
+            },
+            Some(Err(e)) => Err(e),
+            None => Err(crate::stream::StreamError {
+                offset: 0,
+                kind: StreamErrorKind::Malformed("an empty header message"),
+            }),
+        }
     }
 }
 
@@ -1135,6 +1277,30 @@ mod tests {
         let n = d.encode(&mut buf);
         assert_eq!(DlopenMessage::decode(&buf[..n]), Some(d));
         assert_eq!(ForkMessage::decode(&buf[..3]), None);
+    }
+
+    #[test]
+    fn a_waiting_producer_gives_up_once_per_silent_consumer() {
+        use core::sync::atomic::AtomicU32 as Counter;
+        static WAITS: Counter = Counter::new(0);
+        extern "C" fn wait() {
+            WAITS.fetch_add(1, Relaxed);
+        }
+        let (_m, p) = pool(1 << 20, 4096, PoolMode::Wait);
+        assert!(p.check_control_words().is_ok());
+        while p.pop_free().is_some() {}
+        assert_eq!(p.pop_free_waiting(Some(wait)), None);
+        assert_eq!(WAITS.load(Relaxed), WAIT_IDLE_LIMIT + 1);
+        // The consumer is still silent: no second wait.
+        assert_eq!(p.pop_free_waiting(Some(wait)), None);
+        assert_eq!(WAITS.load(Relaxed), WAIT_IDLE_LIMIT + 1);
+        // It shows signs of life again and hands a chunk back: taken at once.
+        p.header().consumer_heartbeat.fetch_add(1, Relaxed);
+        p.push_free(0).unwrap();
+        assert_eq!(p.pop_free_waiting(Some(wait)), Some(0));
+        // Next time there is none, it waits again before giving up.
+        assert_eq!(p.pop_free_waiting(Some(wait)), None);
+        assert_eq!(WAITS.load(Relaxed), 2 * (WAIT_IDLE_LIMIT + 1));
     }
 
     #[test]

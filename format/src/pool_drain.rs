@@ -7,14 +7,27 @@
 //!
 //! Everything read from the pool is untrusted: a chunk whose owner cannot be placed, or a
 //! record that is not a record, ends that thread's trace with a message, never the recording.
+//! A pool whose control words were overwritten (its header, free list or chunk states: see
+//! [`Pool::check_control_words`]) is no longer read at all: the trace is cut there
+//! ([`Drain::cut`]), with everything drained before kept. What the drain keeps is bounded
+//! whatever the pool says: at most [`MAX_THREADS`] threads and [`MAX_MESSAGES`] messages.
 use std::collections::{BTreeMap, HashMap};
 use crate::clock::ClockMap;
 use crate::dir::TraceDirWriter;
 use crate::pool::{
-    message_kind, slot_state, DlopenMessage, ForkMessage, Pool, PoolMode, SessionMessage,
+    message_kind, slot_state, DlopenMessage, ForkMessage, HeaderMessage, Pool, PoolMode,
+    SessionMessage,
 };
+use crate::stream::OwnedHeader;
+
 use crate::pool_read::{self, ChunkRef, SlotInfo, ThreadRecords};
 use crate::record::Record;
+
+/// Most threads one drain follows; a pool that names more is cut.
+pub const MAX_THREADS: usize = 4096;
+/// Most messages (sessions, forks, libraries) one drain keeps; later ones are dropped.
+pub const MAX_MESSAGES: usize = 65_536;
+const MAX_WARNINGS: usize = 32;
 
 /// A process image's session (its `Session` message).
 #[derive(Clone, Debug)]
@@ -63,9 +76,14 @@ pub struct Drain {
     pub sessions: Vec<Session>,
     pub forks: Vec<ForkMessage>,
     pub libraries: Vec<Library>,
+    /// What a kernel said it runs (its `STREAM_HEADER` message; the first one counts).
+    pub kernel: Option<OwnedHeader>,
     pub totals: Totals,
     /// Problems worth telling the user (each once).
     pub warnings: Vec<String>,
+    /// Why the pool is no longer read (its control words were overwritten): the trace ends
+    /// with what was drained before.
+    pub cut: Option<String>,
     raw: Vec<[u64; 2]>,
     out: Vec<Record>,
 }
@@ -79,8 +97,10 @@ impl Drain {
             sessions: Vec::new(),
             forks: Vec::new(),
             libraries: Vec::new(),
+            kernel: None,
             totals: Totals::default(),
             warnings: Vec::new(),
+            cut: None,
             raw: Vec::new(),
             out: Vec::new(),
         }
@@ -98,8 +118,16 @@ impl Drain {
     /// One pass: messages, then (once the clock is known, and unless the pool is a ring, which
     /// is read only at the end) every full chunk that is next in its thread's sequence.
     /// `last`: the program is gone; chunks still owned are read as far as they got. Returns
-    /// how many chunks were drained.
+    /// how many chunks were drained. Once the trace is cut, a pass does nothing (not even the
+    /// heartbeat: producers that wait for chunks stop waiting).
     pub fn pass(&mut self, writer: &mut TraceDirWriter, last: bool) -> std::io::Result<u64> {
+        if self.cut.is_some() {
+            return Ok(0);
+        }
+        if let Err(e) = self.pool.check_control_words() {
+            self.cut_trace(e.to_string());
+            return Ok(0);
+        }
         self.pool
             .header()
             .consumer_heartbeat
@@ -120,9 +148,21 @@ impl Drain {
         for (serial, mut chunks) in by_thread {
             chunks.sort_by_key(|c| c.seq);
             drained += self.drain_thread(writer, serial, &chunks, last)?;
+            if self.cut.is_some() {
+                break;
+            }
         }
         self.collect_ended();
         Ok(drained)
+    }
+
+    /// Stops reading the pool for good: `why` names what was overwritten.
+    fn cut_trace(&mut self, why: String) {
+        let records = self.totals.records;
+        let w = format!("{why}; the trace is cut there ({records} records drained before are kept)");
+        // Said once: no pass runs after this one.
+        self.warnings.push(w.clone());
+        self.cut = Some(w);
     }
 
     fn drain_thread(
@@ -134,6 +174,12 @@ impl Drain {
     ) -> std::io::Result<u64> {
         let ring = self.pool.mode() == PoolMode::Ring;
         if !self.threads.contains_key(&serial) {
+            if self.threads.len() >= MAX_THREADS {
+                self.cut_trace(format!(
+                    "the pool names more than {MAX_THREADS} threads (its thread table was overwritten?)"
+                ));
+                return Ok(0);
+            }
             let Some(slot) = chunks.first().map(|c| self.pool.desc(c.index).slot.load(std::sync::atomic::Ordering::Relaxed)) else {
                 return Ok(0);
             };
@@ -182,13 +228,14 @@ impl Drain {
                 self.totals.records += written;
                 self.totals.bytes += 16 * written;
             }
-            t.next_seq = c.seq + 1;
+            t.next_seq = c.seq.wrapping_add(1);
             t.ended |= c.last;
             self.totals.chunks += 1;
             drained += 1;
             if c.full && !ring {
                 if let Err(e) = self.pool.push_free(c.index) {
-                    self.warn(format!("cannot hand chunk {} back: {e}", c.index));
+                    self.cut_trace(format!("cannot hand chunk {} back: {e}", c.index));
+                    break;
                 }
             }
         }
@@ -255,7 +302,8 @@ impl Drain {
     /// kept and the slot is freed for new threads.
     fn collect_ended(&mut self) {
         for t in self.threads.values_mut() {
-            if t.ended {
+            // (A thread whose slot is freed already may come back "ended" from a hostile pool.)
+            if t.ended && t.slot != u32::MAX {
                 if let Some(info) = pool_read::slot_info(&self.pool, t.slot).filter(|i| i.serial == t.info.serial) {
                     t.info = info;
                     if info.exited {
@@ -272,8 +320,10 @@ impl Drain {
     /// records for what each thread could not keep.
     pub fn finish_threads(&mut self, writer: &mut TraceDirWriter) -> std::io::Result<()> {
         let clock = self.clock.clone().expect("finish after the clock");
+        // A cut pool is not read again: its counters are what they were when last read.
+        let trusted = self.cut.is_none();
         for t in self.threads.values_mut() {
-            if t.slot != u32::MAX {
+            if trusted && t.slot != u32::MAX {
                 if let Some(info) = pool_read::slot_info(&self.pool, t.slot).filter(|i| i.serial == t.info.serial) {
                     t.info = info;
                 }
@@ -295,7 +345,8 @@ impl Drain {
         let mut sessions = Vec::new();
         let mut forks = Vec::new();
         let mut libs = Vec::new();
-        let mut bad = 0;
+        let mut headers = Vec::new();
+        let mut bad = Vec::new();
         self.pool.take_messages(|ticket, kind, payload| match kind {
             message_kind::SESSION => match SessionMessage::decode(payload) {
                 Some(m) => sessions.push(Session {
@@ -306,11 +357,11 @@ impl Drain {
                     sid: String::from_utf8_lossy(&m.sid).into_owned(),
                     exe: String::from_utf8_lossy(m.exe).into_owned(),
                 }),
-                None => bad += 1,
+                None => bad.push("a session message too short".to_string()),
             },
             message_kind::FORK => match ForkMessage::decode(payload) {
                 Some(m) => forks.push(m),
-                None => bad += 1,
+                None => bad.push("a fork message too short".to_string()),
             },
             message_kind::DLOPEN => match DlopenMessage::decode(payload) {
                 Some(m) => libs.push(Library {
@@ -320,20 +371,43 @@ impl Drain {
                     base: m.base,
                     path: String::from_utf8_lossy(m.path).into_owned(),
                 }),
-                None => bad += 1,
+                None => bad.push("a library message too short".to_string()),
             },
-            _ => bad += 1,
+            message_kind::STREAM_HEADER => match HeaderMessage::decode(payload) {
+                Ok(h) => headers.push(h),
+                Err(e) => bad.push(format!("a kernel's header message: {e}")),
+            },
+            other => bad.push(format!("a message of unknown kind {other}")),
         });
-        if bad > 0 {
-            self.warn(format!("{bad} message(s) in the pool could not be read and were skipped"));
+        if let Some(first) = bad.first() {
+            self.warn(format!(
+                "{} message(s) in the pool could not be read and were skipped ({first})",
+                bad.len()
+            ));
+        }
+        for h in headers {
+            match &self.kernel {
+                None => self.kernel = Some(h),
+                Some(first) if *first == h => {}
+                Some(_) => self.warn("the kernel posted a second, different header; the first one is kept".into()),
+            }
+        }
+        let kept = self.sessions.len() + self.forks.len() + self.libraries.len();
+        if kept + sessions.len() + forks.len() + libs.len() > MAX_MESSAGES {
+            self.warn(format!(
+                "more than {MAX_MESSAGES} process messages: later ones were dropped"
+            ));
+            return;
         }
         self.sessions.extend(sessions);
         self.forks.extend(forks);
         self.libraries.extend(libs);
     }
 
+    /// Keeps a warning for the user, once, and at most [`MAX_WARNINGS`] of them (a hostile pool
+    /// could make up new ones on every pass).
     fn warn(&mut self, w: String) {
-        if !self.warnings.contains(&w) {
+        if self.warnings.len() < MAX_WARNINGS && !self.warnings.contains(&w) {
             self.warnings.push(w);
         }
     }

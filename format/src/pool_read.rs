@@ -159,15 +159,18 @@ impl ThreadRecords {
     }
 
     /// Converts `raw` and appends the records to `out`. Stops at the first word that is not a
-    /// record (the pool was overwritten) and says which.
+    /// record the backend writes (the pool was overwritten) and says which and why.
     pub fn push(
         &mut self,
         raw: &[[u64; 2]],
         out: &mut Vec<crate::record::Record>,
-    ) -> Result<(), (usize, crate::record::RecordError)> {
+    ) -> Result<(), (usize, String)> {
         use crate::record::{Record, RecordType};
         for (k, &[time, word]) in raw.iter().enumerate() {
-            let mut r = Record::from_words(time, word).map_err(|e| (k, e))?;
+            let mut r = Record::from_words(time, word).map_err(|e| (k, e.to_string()))?;
+            if r.more {
+                return Err((k, "a record with the `more` bit set (the backend writes none)".into()));
+            }
             r.time = self.to_ns.convert(r.time);
             if let Some(prev) = self.last {
                 r.time = r.time.max(prev.time);

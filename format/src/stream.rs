@@ -55,6 +55,7 @@ pub const MAX_THREADS: usize = 4096;
 pub const RECORDS_PREFIX: usize = 8 + 8 + 4;
 const THREAD_STATS_SIZE: usize = 5 * 8;
 /// A marker in a version 1 frame: TSC, value, phase.
+#[cfg_attr(not(feature = "std"), allow(dead_code))]
 const MARKER_SIZE_V1: usize = 16;
 /// Version 2 adds the TSC after the write.
 const MARKER_SIZE: usize = 24;

@@ -21,11 +21,15 @@ pub(crate) mod ffi {
         ) -> i32;
         pub fn vftrace_backend_enable();
         pub fn vftrace_backend_disable();
+        #[cfg(feature = "std")]
         pub fn vftrace_backend_set_session(ticket: u64);
         pub fn vftrace_backend_silence();
+        #[cfg(feature = "std")]
         pub fn vftrace_backend_thread_exit();
+        #[cfg(feature = "std")]
         pub fn vftrace_backend_fork_child();
         pub fn vftrace_backend_unwind_begin();
+        #[cfg(feature = "std")]
         pub fn vftrace_backend_unwind_caught(sp: usize);
         pub fn vftrace_backend_walk_end();
         pub fn vftrace_backend_rdtsc() -> u64;
@@ -130,11 +134,13 @@ pub fn rdtsc() -> u64 {
     unsafe { ffi::vftrace_backend_rdtsc() }
 }
 
+#[cfg(feature = "std")]
 pub(crate) fn set_session(ticket: u64) {
     // SAFETY: no preconditions.
     unsafe { ffi::vftrace_backend_set_session(ticket) }
 }
 
+#[cfg(feature = "std")]
 /// The calling thread ends (the platform's TLS destructor; Hermit has none).
 #[cfg_attr(target_os = "hermit", allow(dead_code))]
 pub(crate) fn thread_exit() {
@@ -142,6 +148,7 @@ pub(crate) fn thread_exit() {
     unsafe { ffi::vftrace_backend_thread_exit() }
 }
 
+#[cfg(feature = "std")]
 /// In a forked child, before traced code runs.
 pub(crate) fn fork_child() {
     // SAFETY: called in the child right after fork.
@@ -155,6 +162,7 @@ pub fn unwind_begin() {
     unsafe { ffi::vftrace_backend_unwind_begin() }
 }
 
+#[cfg(feature = "std")]
 /// A handler whose stack pointer is `sp` caught the unwind.
 pub(crate) fn unwind_caught(sp: usize) {
     // SAFETY: acts on the calling thread's own stack only.

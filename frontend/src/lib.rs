@@ -11,7 +11,7 @@ pub use backend::{disable, enable, rdtsc, unwind_begin, InitError, Mode};
 #[doc(hidden)]
 pub use backend::{disable_here, walk_end};
 mod setup;
-pub use setup::init_with_buffer;
+pub use setup::{init_drained, init_with_buffer, WhenFull};
 #[doc(hidden)]
 pub use setup::pool as active_pool;
 pub mod stream;

@@ -3,7 +3,7 @@
 //! kernels use [`init_with_buffer`]; the std frontend builds on [`start`].
 use crate::backend::{self, Config, InitError, Mode, Platform, ThreadInfo};
 use core::sync::atomic::{AtomicUsize, Ordering::*};
-use vftrace_format::pool::{Pool, PoolParams};
+use vftrace_format::pool::{pool_flags, Pool, PoolMode, PoolParams};
 
 /// Chunk size of in-process pools: small enough that many short threads fit (each keeps at
 /// least one chunk when nobody drains the pool), large enough that taking a chunk is rare.
@@ -92,12 +92,57 @@ extern "C" fn kernel_thread_info(out: *mut ThreadInfo) {
 
 /// Gives the backend its memory, for kernels: one buffer, cut into the pool and room for the
 /// state of a few threads (`thread_id` names each thread when it first records). Tracing
-/// starts with [`crate::enable`].
+/// starts with [`crate::enable`]. The whole trace stays in the buffer until the kernel sends it
+/// ([`crate::stream::write_trace`]).
 pub fn init_with_buffer(
     buffer: &'static mut [u8],
     mode: Mode,
     thread_id: extern "C" fn() -> u64,
 ) -> Result<(), InitError> {
+    let params = PoolParams::new(CHUNK_BYTES, mode.pool_mode());
+    start_kernel(buffer, &params, thread_id, None).map(|_| ())
+}
+
+/// What a kernel's threads do when a host drains its pool and no chunk is free
+/// ([`init_drained`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WhenFull {
+    /// Drop records until a chunk is free again (counted; a LOST record says where).
+    Drop,
+    /// Wait for the host to hand a chunk back, as long as its heartbeat moves (bounded:
+    /// [`vftrace_format::pool::WAIT_IDLE_LIMIT`] calls of `wait`; a host that is gone costs
+    /// one such wait, then records are dropped).
+    Wait,
+}
+
+/// As [`init_with_buffer`], for a kernel whose pool a host drains while it runs (the host maps
+/// the kernel's memory): full chunks are handed to the host and come back empty, so the trace
+/// is not bounded by the buffer. The kernel announces the returned pool's address
+/// (`base()`, `layout().total_bytes`) to the host once, and never waits for it unless the pool
+/// is full and `when_full` says so; `wait` lets time pass meanwhile (None: a spin hint).
+pub fn init_drained(
+    buffer: &'static mut [u8],
+    when_full: WhenFull,
+    thread_id: extern "C" fn() -> u64,
+    wait: Option<extern "C" fn()>,
+) -> Result<Pool, InitError> {
+    let mode = match when_full {
+        WhenFull::Drop => PoolMode::StopWhenFull,
+        WhenFull::Wait => PoolMode::Wait,
+    };
+    let params = PoolParams {
+        flags: pool_flags::HAS_CONSUMER,
+        ..PoolParams::new(CHUNK_BYTES, mode)
+    };
+    start_kernel(buffer, &params, thread_id, wait)
+}
+
+fn start_kernel(
+    buffer: &'static mut [u8],
+    params: &PoolParams,
+    thread_id: extern "C" fn() -> u64,
+    wait: Option<extern "C" fn()>,
+) -> Result<Pool, InitError> {
     let state = backend::state_size();
     let start_addr = (buffer.as_mut_ptr() as usize).next_multiple_of(4096);
     let usable = buffer.len().saturating_sub(start_addr - buffer.as_ptr() as usize);
@@ -111,6 +156,7 @@ pub fn init_with_buffer(
     THREAD_ID.store(thread_id as usize, Relaxed);
     let platform = Platform {
         thread_info: Some(kernel_thread_info),
+        wait,
         ..Platform::default()
     };
     // SAFETY: the buffer is 'static and exclusively ours; the pool part is 4096-aligned and the
@@ -121,10 +167,9 @@ pub fn init_with_buffer(
             pool_len,
             (start_addr + pool_len) as *mut u8,
             arena_len,
-            &PoolParams::new(CHUNK_BYTES, mode.pool_mode()),
+            params,
             &Config::NONE,
             &platform,
         )
     }
-    .map(|_| ())
 }

@@ -27,6 +27,10 @@ pub struct StreamSummary {
 /// `marker_port`, and the end frame stamped with `end_tsc`.
 ///
 /// Call it with tracing disabled (records added while it runs may or may not be included).
+///
+/// A pool a host drains ([`crate::init_drained`]) has no trace left to send: the host has
+/// the records and reads the threads' counters from the pool. Its stream carries the header,
+/// the markers and the end frame only.
 pub fn write_trace(
     sink: &mut dyn FnMut(&[u8]),
     header: &Header<'_>,
@@ -40,7 +44,7 @@ pub fn write_trace(
     let chunk_len = chunk.len().min(MAX_RECORDS_PER_FRAME);
     let chunk = &mut chunk[..chunk_len];
     let mut summary = StreamSummary::default();
-    if let Some(pool) = pool() {
+    if let Some(pool) = pool().filter(|p| !p.has_consumer()) {
         for slot in 0..pool.slot_count() {
             let s = pool.slot(slot);
             if s.state.load(core::sync::atomic::Ordering::Acquire) == 0 {
@@ -91,4 +95,17 @@ pub fn write_trace(
     summary.frames = writer.frames();
     summary.bytes = writer.bytes();
     Ok(summary)
+}
+
+/// Tells a host that drains the pool ([`crate::init_drained`]) what runs, before the first
+/// record: `header` in a pool message ([`vftrace_format::pool::HeaderMessage`]). Costs no VM
+/// exit. False if there is no pool or no free message cell.
+pub fn post_header(header: &Header<'_>) -> bool {
+    use vftrace_format::pool::{message_kind, HeaderMessage, MESSAGE_PAYLOAD};
+    let Some(pool) = pool() else {
+        return false;
+    };
+    let mut buf = [0u8; MESSAGE_PAYLOAD];
+    let len = HeaderMessage::encode(header, &mut buf);
+    len > 0 && pool.post_message(message_kind::STREAM_HEADER, &buf[..len]) != 0
 }

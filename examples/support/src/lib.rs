@@ -292,6 +292,29 @@ pub fn assert_snapshot(path: &Path, actual: &str) {
     );
 }
 
+/// The example unikernel, built once per test binary with or without instrumentation (both
+/// with frame pointers), each in its own target directory.
+pub fn unikernel(instrumented: bool) -> &'static Path {
+    static BUILT: [OnceLock<PathBuf>; 2] = [OnceLock::new(), OnceLock::new()];
+    BUILT[instrumented as usize].get_or_init(|| {
+        let dir = workspace().join("examples/unikernel");
+        let target = if instrumented {
+            dir.join("target")
+        } else {
+            dir.join("target/no-instrument")
+        };
+        let mut build = Command::new(dir.join("build.sh"));
+        if !instrumented {
+            build.arg("--no-instrument");
+        }
+        run(build
+            .env("CARGO_TARGET_DIR", &target)
+            .env_remove("RUSTFLAGS")
+            .env_remove("CARGO_ENCODED_RUSTFLAGS"));
+        target.join("x86_64-unknown-none/release/guest")
+    })
+}
+
 /// Calls per function from `uftrace report`, keyed by name.
 pub fn report_calls(dir: &Path) -> std::collections::HashMap<String, u64> {
     let text = uftrace(dir, &["report", "-f", "call"]);

@@ -1,15 +1,24 @@
 //! Tracing from inside the guest: the vftrace backend records every instrumented call of this
-//! crate; at the end the trace is encoded as vftrace's byte stream into guest memory, and its
-//! address and length are announced on the debug console port.
+//! crate into a pool in guest memory, and the host gets it in one of two ways:
+//!
+//! - at the end (default): the trace is encoded as vftrace's byte stream into guest memory,
+//!   and its address and length are announced on the debug console port;
+//! - live (`live` on the command line): the host drains the pool while the guest runs. The
+//!   guest announces the pool once (`vftrace-pool addr=0x... len=N`), after posting its
+//!   stream header into it; full chunks are handed over with release stores and come back
+//!   empty, with no VM exit. The trace is then not bounded by the pool, and whatever the guest
+//!   published is the host's even if it crashes. The stream at the end carries only the header
+//!   and the markers.
 //!
 //! Why memory and not the port itself: under PVM, KVM emulates a `rep outsb` one byte per exit
 //! (about 70 us each, so 14 KB/s). The host runs QEMU with its RAM in a shared file
-//! (`memory-backend-file`) and reads the stream from there after QEMU exits: no VM exit per
-//! byte at all, only the few of the announcement line.
+//! (`memory-backend-file,share=on`) and reads the guest's memory from there: no VM exit per
+//! byte at all, only the few of the announcement lines.
 
 use core::fmt::Write as _;
 use unikernel_platform::port::outsb;
 use vftrace::stream::{Header, Marker, StreamSummary, TscHzSource, WriteError};
+use vftrace::WhenFull;
 
 /// QEMU `-device isa-debugcon,iobase=0x402,chardev=...`: every byte written goes to the chardev
 /// (a file on the host). `rep outsb` costs one VM exit per page-sized batch, not per byte.
@@ -35,12 +44,76 @@ extern "C" fn thread_id() -> u64 {
     GUEST_TID
 }
 
+/// How the trace reaches the host.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    /// All of it at the end, as a stream (bounded by the pool).
+    Stream,
+    /// Drained by the host while the guest runs; when the pool is full, records are dropped
+    /// or the guest waits.
+    Live(WhenFull),
+}
+
 /// Hands the pool to the backend. Call once.
-pub fn init() -> Result<(), vftrace::InitError> {
+pub fn init(transport: Transport) -> Result<(), vftrace::InitError> {
     let pool_ptr = &raw mut POOL;
     // SAFETY: called once; from here on only the backend touches POOL.
     let pool: &'static mut [u8] = unsafe { &mut (*pool_ptr).0 };
-    vftrace::init_with_buffer(pool, vftrace::Mode::StopWhenFull, thread_id)
+    match transport {
+        Transport::Stream => vftrace::init_with_buffer(pool, vftrace::Mode::StopWhenFull, thread_id),
+        Transport::Live(when_full) => {
+            let wait = unikernel_platform::port::spin_briefly;
+            vftrace::init_drained(pool, when_full, thread_id, Some(wait)).map(|_| ())
+        }
+    }
+}
+
+/// Live: tells the host what runs (a pool message, no VM exit) and where the pool is (one line
+/// on [`TRACE_PORT`], the only VM exits of the hand-over). Returns the pool's address.
+pub fn announce_pool(header: &Header<'_>) -> Option<u64> {
+    let pool = vftrace::active_pool()?;
+    if !vftrace::stream::post_header(header) {
+        return None;
+    }
+    let address = pool.base() as u64;
+    let mut line = LineBuf::new();
+    let _ = writeln!(line, "vftrace-pool addr={address:#x} len={}", pool.layout().total_bytes);
+    outsb(TRACE_PORT, line.as_bytes());
+    Some(address)
+}
+
+/// The guest thread's counters in the pool: records dropped, calls not recorded. None once the
+/// pool's header no longer checks out (`scribble`).
+pub fn losses() -> Option<(u64, u64)> {
+    use core::sync::atomic::Ordering::Relaxed;
+    let pool = vftrace::active_pool()?;
+    let slot = pool.slot(0);
+    Some((slot.lost.load(Relaxed), slot.unrecorded.load(Relaxed)))
+}
+
+/// Overwrites the pool's control words, as a buggy or hostile kernel might: the header's chunk
+/// count, the free list head, every chunk's sequence number. Tracing goes on (the backend keeps
+/// its own copy of the geometry; no chunk is free any more, so records are dropped); the host
+/// must cut the trace where it noticed, and nothing worse.
+pub fn scribble() {
+    use vftrace_format::pool::{ChunkDesc, PoolHeader};
+    let Some(pool) = vftrace::active_pool() else {
+        return;
+    };
+    let base = pool.base();
+    // SAFETY: the guest's own pool memory; plain stores to words the host only reads, and to
+    // the free list head and sequence numbers, which the backend tolerates (see above).
+    unsafe {
+        let chunk_count = base.add(core::mem::offset_of!(PoolHeader, chunk_count)) as *mut u32;
+        chunk_count.write_volatile(0x5ca1_ab1e);
+        let free_head = base.add(core::mem::offset_of!(PoolHeader, free_head)) as *mut u64;
+        free_head.write_volatile(0xdead_beef_dead_beef);
+        for i in 0..pool.chunk_count() {
+            let desc = pool.desc(i) as *const ChunkDesc as *mut u8;
+            let seq = desc.add(core::mem::offset_of!(ChunkDesc, seq)) as *mut u64;
+            seq.write_volatile(0x0bad_0bad_0bad_0bad);
+        }
+    }
 }
 
 /// The TSC frequency from CPUID, if the (virtual) CPU reports it.
@@ -101,12 +174,9 @@ pub fn send(
     let summary =
         vftrace::stream::write_trace(&mut append, header, marker_port, markers, chunk, end_tsc)?;
     let address = stream.as_ptr() as u64;
-    let mut line = LineBuf {
-        buf: [0; 96],
-        len: 0,
-    };
+    let mut line = LineBuf::new();
     let _ = writeln!(line, "vftrace-stream addr={address:#x} len={len}");
-    outsb(TRACE_PORT, &line.buf[..line.len]);
+    outsb(TRACE_PORT, line.as_bytes());
     Ok(Sent {
         summary,
         address,
@@ -118,6 +188,19 @@ pub fn send(
 struct LineBuf {
     buf: [u8; 96],
     len: usize,
+}
+
+impl LineBuf {
+    fn new() -> LineBuf {
+        LineBuf {
+            buf: [0; 96],
+            len: 0,
+        }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
 }
 
 impl core::fmt::Write for LineBuf {

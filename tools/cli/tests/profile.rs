@@ -10,7 +10,6 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use vftrace_guest::qemu::SUCCESS_STATUS;
@@ -51,29 +50,8 @@ fn kvm_available() -> bool {
     vftrace_testsupport::require_kvm_guest(&[], "the profile tests sample a guest under KVM")
 }
 
-/// The example unikernel, built once per test binary with or without instrumentation (both
-/// with frame pointers), each in its own target directory.
 fn guest(instrumented: bool) -> &'static Path {
-    static BUILT: [OnceLock<PathBuf>; 2] = [OnceLock::new(), OnceLock::new()];
-    BUILT[instrumented as usize].get_or_init(|| {
-        let dir = vftrace_testsupport::workspace().join("examples/unikernel");
-        let target = if instrumented {
-            dir.join("target")
-        } else {
-            dir.join("target/no-instrument")
-        };
-        let mut build = Command::new(dir.join("build.sh"));
-        if !instrumented {
-            build.arg("--no-instrument");
-        }
-        vftrace_testsupport::run(
-            build
-                .env("CARGO_TARGET_DIR", &target)
-                .env_remove("RUSTFLAGS")
-                .env_remove("CARGO_ENCODED_RUSTFLAGS"),
-        );
-        target.join("x86_64-unknown-none/release/guest")
-    })
+    vftrace_testsupport::unikernel(instrumented)
 }
 
 fn scratch(name: &str) -> PathBuf {

@@ -79,13 +79,7 @@ pub fn capture(
 ) -> io::Result<CaptureReport> {
     let inputs: Vec<&Path> = opts.elf.into_iter().chain(opts.stream_file).collect();
     let out = OutputDir::create(output, &inputs)?;
-    let elf = match opts.elf {
-        Some(path) => Some(
-            vftrace_symbols::elf_functions(path)
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?,
-        ),
-        None => None,
-    };
+    let elf = read_elf(opts.elf)?;
     let mut report = CaptureReport::default();
     // Declared after `out`, so dropped (flushed) before the temporary directory is removed.
     let mut writer: Option<(TraceDirWriter, TscToNs)> = None;
@@ -236,54 +230,88 @@ fn finish_directory(
         .header
         .as_ref()
         .expect("a writer exists only after a header");
-    let tids = &report.tids;
     // LOST records at the end of threads that dropped records, as uftrace expects.
     for s in &report.threads {
         let lost = s.lost.saturating_add(s.overwritten);
         if let (Ok(tid), true) = (u32::try_from(s.tid), lost > 0) {
-            if let (true, Some(state)) = (tids.contains(&tid), threads.get(&tid)) {
+            if let (true, Some(state)) = (report.tids.contains(&tid), threads.get(&tid)) {
                 w.write_records(tid, [Record::lost(state.last_time, 0, lost)])?;
             }
         }
     }
-    let module_path = format!("/guest/{}", safe_image_name(header));
-    let pid = if header.pid == 0 { 1 } else { header.pid };
-    let sid = make_session_id(header.session_id);
-    let mut info = Info::new(module_path.clone(), header.display_cmdline());
-    info.tids = tids.to_vec();
-    w.write_info(&info)?;
-    let mut tasks = vec![TaskLine::Session {
-        timestamp_ns: 0,
-        pid,
-        sid: sid.clone(),
-        exename: module_path.clone(),
-    }];
-    tasks.extend(tids.iter().map(|&tid| TaskLine::Task {
-        timestamp_ns: 0,
-        tid,
-        pid,
-    }));
-    w.write_tasks(&tasks)?;
-    let end = header.load_end.max(header.load_address.saturating_add(1));
-    w.write_map(&sid, &guest_map(header.load_address, end, &module_path))?;
-    if let Some(symbols) = elf {
-        let placement = vftrace_symbols::Placement {
-            load_address: None,
-            map_start: Some(header.load_address),
-            path_name: Some(module_path.clone()),
-        };
-        let (path, syms) = vftrace_symbols::sym_symbols(symbols, &placement)
-            .map_err(|e| io::Error::other(e.to_string()))?;
-        report.symbols = syms.len();
-        w.write_symbols(&path, &syms)?;
-    }
-    let file = std::fs::File::create(w.path().join(GUEST_MARKERS_FILE))?;
-    write_guest_markers(
-        io::BufWriter::new(file),
-        report.marker_port,
-        &report.markers,
-    )?;
+    let files = GuestFiles {
+        header,
+        tids: &report.tids,
+        elf,
+        marker_port: report.marker_port,
+        markers: &report.markers,
+    };
+    report.symbols = files.write(w)?;
     Ok(())
+}
+
+/// What a guest trace directory holds besides the records and the clock: info, task.txt, the
+/// map and symbols of the guest image (placed where the guest said it is loaded) and the
+/// guest's markers. Shared by the stream capture and the live drain ([`crate::live`]).
+pub(crate) struct GuestFiles<'a> {
+    pub header: &'a OwnedHeader,
+    /// Threads with records.
+    pub tids: &'a [u32],
+    pub elf: Option<&'a ElfSymbols>,
+    pub marker_port: Option<u16>,
+    pub markers: &'a [Marker],
+}
+
+impl GuestFiles<'_> {
+    /// Writes them; returns how many symbols the image had.
+    pub fn write(&self, w: &mut TraceDirWriter) -> io::Result<usize> {
+        let header = self.header;
+        let module_path = format!("/guest/{}", safe_image_name(header));
+        let pid = if header.pid == 0 { 1 } else { header.pid };
+        let sid = make_session_id(header.session_id);
+        let mut info = Info::new(module_path.clone(), header.display_cmdline());
+        info.tids = self.tids.to_vec();
+        w.write_info(&info)?;
+        let mut tasks = vec![TaskLine::Session {
+            timestamp_ns: 0,
+            pid,
+            sid: sid.clone(),
+            exename: module_path.clone(),
+        }];
+        tasks.extend(self.tids.iter().map(|&tid| TaskLine::Task {
+            timestamp_ns: 0,
+            tid,
+            pid,
+        }));
+        w.write_tasks(&tasks)?;
+        let end = header.load_end.max(header.load_address.saturating_add(1));
+        w.write_map(&sid, &guest_map(header.load_address, end, &module_path))?;
+        let mut symbols = 0;
+        if let Some(elf) = self.elf {
+            let placement = vftrace_symbols::Placement {
+                load_address: None,
+                map_start: Some(header.load_address),
+                path_name: Some(module_path.clone()),
+            };
+            let (path, syms) = vftrace_symbols::sym_symbols(elf, &placement)
+                .map_err(|e| io::Error::other(e.to_string()))?;
+            symbols = syms.len();
+            w.write_symbols(&path, &syms)?;
+        }
+        let file = std::fs::File::create(w.path().join(GUEST_MARKERS_FILE))?;
+        write_guest_markers(io::BufWriter::new(file), self.marker_port, self.markers)?;
+        Ok(symbols)
+    }
+}
+
+/// Reads the guest's ELF image for function names (before anything else, so that a wrong one
+/// costs nothing).
+pub(crate) fn read_elf(elf: Option<&Path>) -> io::Result<Option<ElfSymbols>> {
+    elf.map(|path| {
+        vftrace_symbols::elf_functions(path)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))
+    })
+    .transpose()
 }
 
 #[cfg(test)]

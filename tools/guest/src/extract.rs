@@ -12,14 +12,14 @@ pub struct Announcement {
     pub len: u64,
 }
 
-const PREFIX: &str = "vftrace-stream ";
+/// How the guest announces its end-of-run stream, and (live) its trace pool.
+pub const STREAM_LINE: &str = "vftrace-stream ";
+pub const POOL_LINE: &str = "vftrace-pool ";
 
-/// Finds the last announcement line in the console output (guest text; anything unparsable is
-/// ignored).
-pub fn parse_announcement(console: &[u8]) -> Option<Announcement> {
-    let text = String::from_utf8_lossy(console);
-    text.lines().rev().find_map(|line| {
-        let rest = line.trim().strip_prefix(PREFIX)?;
+impl Announcement {
+    /// `PREFIX addr=0x... len=N` (guest text: anything else is None).
+    pub fn parse_line(line: &str, prefix: &str) -> Option<Announcement> {
+        let rest = line.trim().strip_prefix(prefix)?;
         let mut addr = None;
         let mut len = None;
         for field in rest.split_ascii_whitespace() {
@@ -33,7 +33,16 @@ pub fn parse_announcement(console: &[u8]) -> Option<Announcement> {
             addr: addr?,
             len: len?,
         })
-    })
+    }
+}
+
+/// Finds the last stream announcement line in the console output (guest text; anything
+/// unparsable is ignored).
+pub fn parse_announcement(console: &[u8]) -> Option<Announcement> {
+    let text = String::from_utf8_lossy(console);
+    text.lines()
+        .rev()
+        .find_map(|line| Announcement::parse_line(line, STREAM_LINE))
 }
 
 /// Reads the announced stream from the guest RAM file. The guest's numbers are checked

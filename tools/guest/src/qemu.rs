@@ -145,9 +145,15 @@ impl GuestSession {
         argv
     }
 
-    /// The guest's RAM file while QEMU runs (a sampling profiler reads stacks from it).
+    /// The guest's RAM file while QEMU runs (a sampling profiler reads stacks from it, a live
+    /// capture drains the trace pool in it).
     pub fn ram_path(&self) -> &Path {
         &self.ram
+    }
+
+    /// The file the guest's debug console writes (its announcements).
+    pub fn console_path(&self) -> &Path {
+        &self.console
     }
 
     /// Reads what the run left (serial log, stream) after QEMU ended with `status`.

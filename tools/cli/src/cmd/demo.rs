@@ -1,19 +1,28 @@
 //! `vftrace demo`: build (if needed) and boot the example unikernel under KVM (or several at
-//! once) while recording the host's KVM and scheduler events of QEMU, capture the trace each
-//! guest streams out, and merge them all into one timeline. Prints what was traced, how many
-//! VM exits were seen, how well guest and host clocks line up (marker residuals and windows)
-//! and how long the guest was not running guest code.
+//! once) while recording the host's KVM and scheduler events of QEMU, drain each guest's trace
+//! from its memory while it runs (`live`), and merge them all into one timeline. Prints what
+//! was traced, how many VM exits were seen (and that the trace hand-over caused none during the
+//! workload), how well guest and host clocks line up (marker residuals and windows) and how
+//! long the guest was not running guest code.
 use std::ffi::OsString;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use vftrace_format::stream::Marker;
 use vftrace_guest::qemu::SUCCESS_STATUS;
-use vftrace_guest::{capture, CaptureOptions, CaptureReport, GuestOutcome, GuestRun, GuestSession};
+use vftrace_guest::{
+    capture, drain_while, CaptureOptions, CaptureReport, GuestOutcome, GuestRun, GuestSession,
+    LiveCapture, LiveOptions,
+};
 use vftrace_kvm::{KvmEventKind, RecordOptions};
 use vftrace_merge::{merge, MergeOptions, MergeReport, DEFAULT_MARKER_PORT};
+
+/// How often the demo's drain passes over a guest's pool.
+const DRAIN_INTERVAL: Duration = Duration::from_millis(1);
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -23,7 +32,9 @@ pub struct Args {
     /// The guest ELF (default: examples/unikernel, built when missing).
     #[arg(long)]
     pub kernel: Option<PathBuf>,
-    /// Guest command line: fib=N sort=LOG2 helpers=N (crash and hang show the failure paths).
+    /// Guest command line: fib=N sort=LOG2 helpers=N rounds=N, wait (the guest waits for the
+    /// host when its pool is full instead of dropping), crash, crash=mid and hang show the
+    /// failure paths. `live` is added: the trace is drained while the guest runs.
     #[arg(long, default_value = "")]
     pub cmdline: String,
     /// Seconds before QEMU is stopped.
@@ -85,13 +96,30 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .collect();
 
     let mut run = GuestRun::new(&elf);
-    run.cmdline = args.cmdline.clone();
+    run.cmdline = live_cmdline(&args.cmdline);
     run.timeout = Duration::from_secs(args.timeout);
     let sessions: Vec<GuestSession> = (0..args.guests).map(|_| GuestSession::new(&run)).collect();
     let statuses = StatusFiles::new(&args.output, args.guests);
     let argv = boot_command(&sessions, &statuses);
+    // The guests' clock, before they boot: their records are converted as they are drained.
+    let host_tsc_hz = host_tsc_hz_now()?;
+    let lives = sessions
+        .iter()
+        .zip(&guest_dirs)
+        .map(|(session, dir)| {
+            LiveCapture::new(&LiveOptions {
+                ram: session.ram_path(),
+                console: session.console_path(),
+                output: dir,
+                elf: Some(&elf),
+                tsc_hz: Some(host_tsc_hz),
+                host_tsc_hz,
+            })
+            .with_context(|| format!("cannot capture into {}", dir.display()))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
     eprintln!(
-        "vftrace demo: booting {} {} under KVM (timeout {} s)...",
+        "vftrace demo: booting {} {} under KVM (timeout {} s), draining the trace while it runs...",
         match args.guests {
             1 => "one guest,".to_string(),
             n => format!("{n} guests at once,"),
@@ -99,55 +127,57 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         elf.display(),
         args.timeout
     );
-    let (status, wall, host_tsc_hz) = if args.no_kvm {
-        let start = Instant::now();
-        let status = Command::new(&argv[0])
-            .args(&argv[1..])
-            .status()
-            .context("cannot start QEMU through timeout(1)")?;
-        (Some(status), start.elapsed(), None)
-    } else {
-        let opts = RecordOptions {
-            output: kvm_file.clone(),
-            duration: Some(run.timeout + Duration::from_secs(5)),
-            command: argv
-                .iter()
-                .map(|a| a.to_string_lossy().into_owned())
-                .collect(),
-            progress: false,
-            ..RecordOptions::default()
-        };
-        let summary = vftrace_kvm::record(&opts).context(
-            "recording host KVM events failed (run as root with tracefs, or pass --no-kvm)",
-        )?;
-        eprintln!(
-            "vftrace demo: {} host events of QEMU's threads recorded to {}",
-            summary.events,
-            kvm_file.display()
-        );
-        (summary.command_status, summary.elapsed, summary.tsc_hz)
-    };
-    let tsc_hz = match host_tsc_hz {
-        Some(hz) => hz,
-        None => host_tsc_hz_now()?,
-    };
+    let booted = AtomicBool::new(true);
+    let (ran, drained) = std::thread::scope(|s| {
+        let drainers: Vec<_> = lives
+            .into_iter()
+            .map(|live| {
+                let booted = &booted;
+                s.spawn(move || drain_while(live, DRAIN_INTERVAL, || booted.load(Ordering::Acquire)))
+            })
+            .collect();
+        let ran = boot(&args, &argv, &kvm_file, &run);
+        booted.store(false, Ordering::Release);
+        let drained: Vec<_> = drainers
+            .into_iter()
+            .map(|d| d.join().expect("the drain does not panic"))
+            .collect();
+        (ran, drained)
+    });
+    let (status, wall, kvm_tsc_hz) = ran?;
+    let guest_statuses: Vec<_> = (0..args.guests).map(|i| statuses.status(i, status)).collect();
+    statuses.remove();
     let mut reports = Vec::new();
-    for (i, (session, dir)) in sessions.iter().zip(&guest_dirs).enumerate() {
-        let status = statuses.status(i, status);
+    for (((session, dir), drained), status) in
+        sessions.iter().zip(&guest_dirs).zip(drained).zip(guest_statuses)
+    {
         let outcome = session.collect(status, wall)?;
         print!("{}", outcome.serial);
-        let started = Instant::now();
-        let report = capture_guest(&outcome, &elf, dir, tsc_hz)?;
+        let ended_well = outcome.status == Some(SUCCESS_STATUS);
+        let report = match drained {
+            Ok(r) => r,
+            Err(e) if ended_well => return Err(e).context("the live capture failed"),
+            Err(e) => bail!("the guest {}; see its output above (no trace: {e})", outcome.describe()),
+        };
+        super::capture::write_probe_names(&elf, dir)?;
+        super::capture::print_live_summary(&report, &dir.display().to_string());
         println!(
-            "guest: boot to exit {:.1} ms (QEMU wall time), trace stream {} bytes, captured in {:.1} ms",
-            outcome.wall.as_secs_f64() * 1e3,
-            outcome.stream.as_ref().map_or(0, Vec::len),
-            started.elapsed().as_secs_f64() * 1e3
+            "guest: boot to exit {:.1} ms (QEMU wall time), its trace drained while it ran",
+            outcome.wall.as_secs_f64() * 1e3
         );
+        if !ended_well {
+            bail!(
+                "the guest {}; see its output above; what it traced up to there is in {}",
+                outcome.describe(),
+                dir.display()
+            );
+        }
+        if let Some(cut) = &report.cut {
+            bail!("the guest overwrote its trace pool: {cut}");
+        }
         reports.push(report);
     }
     drop(sessions);
-    statuses.remove();
     if args.no_kvm {
         for dir in &guest_dirs {
             println!("look at it: uftrace replay -d {}", dir.display());
@@ -155,7 +185,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         return Ok(());
     }
 
-    print_exits(&kvm_file, &reports)?;
+    let tsc_hz = kvm_tsc_hz.unwrap_or(host_tsc_hz);
+    print_exits(&kvm_file, &reports[0].markers, reports.len())?;
     let opts = MergeOptions {
         guests: guest_dirs.clone(),
         kvm: Some(kvm_file.clone()),
@@ -202,6 +233,52 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         guest_dirs[0].display()
     );
     all_inputs_read(&merged)
+}
+
+/// The guest's command line with `live` added, unless it asks for live already (`wait`).
+fn live_cmdline(cmdline: &str) -> String {
+    if cmdline.split_ascii_whitespace().any(|w| w == "live" || w == "wait") {
+        cmdline.to_string()
+    } else {
+        format!("live {cmdline}").trim_end().to_string()
+    }
+}
+
+/// Runs QEMU (`argv`), recording the host's KVM events into `kvm_file` unless `--no-kvm`:
+/// its exit status, wall time and (from the KVM capture) the host's TSC frequency.
+fn boot(
+    args: &Args,
+    argv: &[std::ffi::OsString],
+    kvm_file: &Path,
+    run: &GuestRun,
+) -> anyhow::Result<(Option<ExitStatus>, Duration, Option<f64>)> {
+    if args.no_kvm {
+        let start = Instant::now();
+        let status = Command::new(&argv[0])
+            .args(&argv[1..])
+            .status()
+            .context("cannot start QEMU through timeout(1)")?;
+        return Ok((Some(status), start.elapsed(), None));
+    }
+    let opts = RecordOptions {
+        output: kvm_file.to_path_buf(),
+        duration: Some(run.timeout + Duration::from_secs(5)),
+        command: argv
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect(),
+        progress: false,
+        ..RecordOptions::default()
+    };
+    let summary = vftrace_kvm::record(&opts).context(
+        "recording host KVM events failed (run as root with tracefs, or pass --no-kvm)",
+    )?;
+    eprintln!(
+        "vftrace demo: {} host events of QEMU's threads recorded to {}",
+        summary.events,
+        kvm_file.display()
+    );
+    Ok((summary.command_status, summary.elapsed, summary.tsc_hz))
 }
 
 /// The command that boots the guests: one QEMU (under timeout(1)) as it is, or several at
@@ -314,46 +391,56 @@ pub(crate) fn capture_guest(
     Ok(report)
 }
 
-/// VM exits by port I/O (the only exits PVM traces), and those the trace streaming caused:
-/// between the guest's StreamStart marker and the marker after it (StreamEnd).
-fn print_exits(kvm_file: &Path, reports: &[CaptureReport]) -> anyhow::Result<()> {
+/// VM exits by port I/O and MMIO (the exits PVM traces) of this guest, and which of them the
+/// trace hand-over caused: during the workload (between its first and last marker) the only
+/// port writes should be the markers themselves, and at the end those of writing and
+/// announcing the end-of-run stream (between the StreamStart marker and the next one).
+fn print_exits(kvm_file: &Path, markers: &[Marker], guests: usize) -> anyhow::Result<()> {
+    /// The unikernel's phases (examples/unikernel/src/markers.rs): FibStart, HelpersEnd,
+    /// StreamStart.
+    const WORKLOAD_START: u32 = 2;
+    const WORKLOAD_END: u32 = 7;
     const STREAM_START: u32 = 8;
     let capture = vftrace_kvm::read_capture(kvm_file)?;
-    let Some(report) = reports.first() else {
-        return Ok(());
-    };
-    let pio: Vec<(u64, u16, Option<u64>)> = capture
+    // (port, value) of each exit; MMIO as port None.
+    let exits: Vec<(Option<u16>, Option<u64>)> = capture
         .events
         .iter()
         .filter_map(|e| match &e.kind {
-            KvmEventKind::Pio { port, val, .. } => Some((e.tsc, *port, *val)),
+            KvmEventKind::Pio { port, val, .. } => Some((Some(*port), *val)),
+            KvmEventKind::Mmio { .. } => Some((None, None)),
             _ => None,
         })
         .collect();
-    print!(
-        "host: {} kvm_pio exits of {}",
-        pio.len(),
-        if reports.len() == 1 {
-            "this guest"
-        } else {
-            "the guests"
-        }
-    );
-    let start = report
-        .markers
-        .iter()
-        .find(|m| m.phase == STREAM_START)
-        .and_then(|m| {
-            pio.iter().position(|(_, port, val)| {
-                *port == DEFAULT_MARKER_PORT && *val == Some(m.value as u64)
-            })
-        });
-    if let Some(start) = start {
-        if let Some(len) = pio[start + 1..]
+    let is_marker = |x: &(Option<u16>, Option<u64>)| x.0 == Some(DEFAULT_MARKER_PORT);
+    let at = |phase: u32| {
+        let m = markers.iter().find(|m| m.phase == phase)?;
+        exits
             .iter()
-            .position(|(_, port, _)| *port == DEFAULT_MARKER_PORT)
-        {
-            print!(", {len} of them while the guest wrote and announced its trace");
+            .position(|x| is_marker(x) && x.1 == Some(m.value as u64))
+    };
+    let mmio = exits.iter().filter(|x| x.0.is_none()).count();
+    print!(
+        "host: {} kvm_pio and {mmio} kvm_mmio exits of {}",
+        exits.len() - mmio,
+        if guests == 1 { "this guest" } else { "the guests" }
+    );
+    if guests > 1 {
+        // The guests' exits interleave: which ones the first guest's phases hold is not told.
+        println!();
+        return Ok(());
+    }
+    if let (Some(start), Some(end)) = (at(WORKLOAD_START), at(WORKLOAD_END)) {
+        let during = &exits[start + 1..end.max(start + 1)];
+        let markers = during.iter().filter(|x| is_marker(x)).count();
+        print!(
+            "; during its workload {} besides its {markers} markers (the trace hand-over)",
+            during.len() - markers
+        );
+    }
+    if let Some(start) = at(STREAM_START) {
+        if let Some(len) = exits[start + 1..].iter().position(is_marker) {
+            print!(", {len} while it wrote and announced its end-of-run stream");
         }
     }
     println!();
