@@ -413,6 +413,7 @@ fn print_exits(kvm_file: &Path, markers: &[Marker], guests: usize) -> anyhow::Re
         })
         .collect();
     let is_marker = |x: &(Option<u16>, Option<u64>)| x.0 == Some(DEFAULT_MARKER_PORT);
+    let is_probe = |x: &(Option<u16>, Option<u64>)| x.0 == Some(vftrace_format::probes::PROBE_PORT);
     let at = |phase: u32| {
         let m = markers.iter().find(|m| m.phase == phase)?;
         exits
@@ -433,9 +434,10 @@ fn print_exits(kvm_file: &Path, markers: &[Marker], guests: usize) -> anyhow::Re
     if let (Some(start), Some(end)) = (at(WORKLOAD_START), at(WORKLOAD_END)) {
         let during = &exits[start + 1..end.max(start + 1)];
         let markers = during.iter().filter(|x| is_marker(x)).count();
+        let probes = during.iter().filter(|x| is_probe(x)).count();
         print!(
-            "; during its workload {} besides its {markers} markers (the trace hand-over)",
-            during.len() - markers
+            "; during its workload {} besides its {markers} markers and {probes} probes (the trace hand-over)",
+            during.len() - markers - probes
         );
     }
     if let Some(start) = at(STREAM_START) {
