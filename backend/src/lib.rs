@@ -13,11 +13,13 @@
 #![no_std]
 
 mod arch;
+mod chunk;
 mod filter;
 mod globals;
 mod platform;
 mod shadow;
 mod thread;
+mod unwind;
 
 pub use filter::{action, Config, FilterRange};
 pub use platform::{Platform, ThreadInfo};
@@ -155,7 +157,7 @@ pub extern "C" fn vftrace_backend_fork_child() {
 pub extern "C" fn vftrace_backend_unwind_begin() {
     if let Some(g) = globals::get() {
         // SAFETY: called on the thread about to unwind, outside the backend.
-        unsafe { shadow::unhook_all(g) }
+        unsafe { unwind::unhook_all(g) }
     }
 }
 
@@ -165,7 +167,7 @@ pub extern "C" fn vftrace_backend_unwind_begin() {
 pub extern "C" fn vftrace_backend_unwind_caught(sp: usize) {
     if let Some(g) = globals::get() {
         // SAFETY: called on the catching thread, outside the backend.
-        unsafe { shadow::caught(g, sp) }
+        unsafe { unwind::caught(g, sp) }
     }
 }
 
@@ -174,7 +176,7 @@ pub extern "C" fn vftrace_backend_unwind_caught(sp: usize) {
 #[no_mangle]
 pub extern "C" fn vftrace_backend_walk_end() {
     // SAFETY: called on the thread that walked its own stack.
-    unsafe { shadow::rehook_after_walk() }
+    unsafe { unwind::rehook_after_walk() }
 }
 
 /// The time-stamp counter, read exactly as the hot path reads it.

@@ -24,17 +24,19 @@
 //!   frame of its own whose "return address" is the trampoline, so its exit runs the
 //!   trampoline again for the caller's: `a() { b() { c() } }`, as uftrace shows.
 //! - **Unwinding** (C++ exceptions, Rust panics, `pthread_exit`): the frontend's wrappers of the
-//!   unwinder call [`unhook_all`] before it walks the stack (it cannot step through the
-//!   trampoline); the next event closes the unwound frames and hooks the survivors again.
+//!   unwinder call [`crate::unwind::unhook_all`] before it walks the stack (it cannot step
+//!   through the trampoline); the next event closes the unwound frames and hooks the survivors
+//!   again.
 //! - **Busy**: while the backend runs on a thread, a signal handler's calls are not traced
 //!   (counted). A busy mark left by a handler that `siglongjmp`ed out of the backend is stale
 //!   as soon as an event happens above it on the same stack, or any return is seen.
 use crate::arch::{rdtsc, return_trampoline_address};
+use crate::chunk::{bump, last_record_word, push_record};
 use crate::filter::{action, ConfigExt};
 use crate::platform::PlatformExt;
 use crate::globals::{self, Globals};
 use crate::thread::{
-    self, bump, count_unrecorded, frame_flags, push_record, state_flags, take_signal_skips, Frame, ThreadState, GATE_OPEN, GATE_SLOW, SHADOW_STACK_DEPTH, TLS_FAILED,
+    self, count_unrecorded, frame_flags, state_flags, take_signal_skips, Frame, ThreadState, GATE_OPEN, GATE_SLOW, SHADOW_STACK_DEPTH, TLS_FAILED,
 };
 use core::sync::atomic::{compiler_fence, Ordering::*};
 use vftrace_format::record::{pack_word, RecordType};
@@ -183,7 +185,7 @@ unsafe fn entry(g: &Globals, st: &mut ThreadState, slot: *mut usize, func: usize
     unsafe {
         settle(g, st, s, now);
         if st.flags & state_flags::UNWOUND != 0 {
-            rehook_all(st);
+            crate::unwind::rehook_all(st);
             st.flags &= !state_flags::UNWOUND;
         }
     }
@@ -352,7 +354,7 @@ fn busy_is_stale(g: &Globals, st: &ThreadState, busy: usize, s: usize) -> bool {
 /// # Safety
 /// The state is this thread's, and nothing of the backend runs on it but the caller.
 unsafe fn finish_interrupted(g: &Globals, st: &mut ThreadState, busy: usize) {
-    let Some(last) = thread::last_record_word(g, st) else { return };
+    let Some(last) = last_record_word(g, st) else { return };
     let depth = st.depth as usize;
     let recorded = |f: &Frame| f.flags() & frame_flags::RECORDED != 0;
     let word = |kind, f: &Frame| pack_word(kind, f.rdepth() as u16, f.func as u64);
@@ -377,7 +379,7 @@ unsafe fn finish_interrupted(g: &Globals, st: &mut ThreadState, busy: usize) {
 ///
 /// # Safety
 /// The state is this thread's.
-unsafe fn settle(g: &Globals, st: &mut ThreadState, s: usize, now: u64) {
+pub(crate) unsafe fn settle(g: &Globals, st: &mut ThreadState, s: usize, now: u64) {
     let at = region(g, st, s);
     let mut k = st.depth as usize;
     while k > 0 {
@@ -511,21 +513,6 @@ unsafe fn write_deferred_ancestors(g: &Globals, st: &mut ThreadState, ending: us
     }
 }
 
-/// Puts the trampoline back into the slots of frames whose return address was restored for an
-/// unwinder and that survived it.
-unsafe fn rehook_all(st: &mut ThreadState) {
-    for k in 0..st.depth as usize {
-        let f = st.frames[k];
-        let p = f.slot as *mut usize;
-        // SAFETY: surviving frames are live on their stacks.
-        unsafe {
-            if p.read_volatile() == f.ret {
-                p.write_volatile(return_trampoline_address());
-            }
-        }
-    }
-}
-
 /// Called by the trampoline with `rsp` as it was on entry (one past the slot the hooked
 /// return address was in). Returns where the function really returns to.
 ///
@@ -621,87 +608,5 @@ fn broken(g: Option<&Globals>, why: &str) -> ! {
         Some(g) => g.platform.fatal(why),
         // SAFETY: ud2 raises #UD and nothing else.
         None => unsafe { core::arch::asm!("ud2", options(noreturn, nomem, nostack)) },
-    }
-}
-
-/// Before an unwinder walks this thread's stack: every hooked slot gets its original return
-/// address back. The next event closes what was unwound and hooks the rest again.
-///
-/// # Safety
-/// Called on the thread whose stack is about to be unwound, outside the backend.
-pub(crate) unsafe fn unhook_all(g: &Globals) {
-    // SAFETY: TLS of the calling thread.
-    let raw = unsafe { crate::arch::tls_get() };
-    if raw <= TLS_FAILED {
-        return;
-    }
-    // SAFETY: this thread's state.
-    let st = unsafe { &mut *(raw as *mut ThreadState) };
-    let gate = st.gate;
-    st.gate = usize::MAX;
-    // Newest first, so that a tail-call chain's slot ends up with its oldest frame's address.
-    for k in (0..st.depth as usize).rev() {
-        let f = st.frames[k];
-        let p = f.slot as *mut usize;
-        // SAFETY: hooked frames' slots are on this thread's stacks; only slots still holding
-        // the trampoline are touched.
-        unsafe {
-            if p.read_volatile() == return_trampoline_address() {
-                p.write_volatile(f.ret);
-            }
-        }
-    }
-    st.flags |= state_flags::UNWOUND;
-    st.gate = if gate > GATE_SLOW { gate } else { GATE_SLOW };
-    let _ = g;
-}
-
-/// The unwinder handed control to a handler (a C++ `catch`) running with its stack at `sp`:
-/// frames below it are over, the rest are hooked again now, so that the catching function's
-/// own return is seen.
-///
-/// # Safety
-/// Called on the thread that caught, from the handler's function, outside the backend.
-pub(crate) unsafe fn caught(g: &Globals, sp: usize) {
-    // SAFETY: TLS of the calling thread.
-    let raw = unsafe { crate::arch::tls_get() };
-    if raw <= TLS_FAILED {
-        return;
-    }
-    // SAFETY: this thread's state.
-    let st = unsafe { &mut *(raw as *mut ThreadState) };
-    if st.flags & state_flags::UNWOUND == 0 || st.gate > GATE_SLOW {
-        return;
-    }
-    st.gate = usize::MAX;
-    st.forget_signal_stack();
-    // SAFETY: as in `entry`, with the handler's call slot.
-    unsafe {
-        settle(g, st, sp - core::mem::size_of::<usize>(), rdtsc());
-        rehook_all(st);
-    }
-    st.flags &= !state_flags::UNWOUND;
-    st.gate = st.settled_gate(g);
-}
-
-/// After a stack walk that needed real return addresses (`backtrace`): hooks them again.
-///
-/// # Safety
-/// Called on the thread that walked its stack, right after [`unhook_all`].
-pub(crate) unsafe fn rehook_after_walk() {
-    // SAFETY: TLS of the calling thread.
-    let raw = unsafe { crate::arch::tls_get() };
-    if raw <= TLS_FAILED {
-        return;
-    }
-    // SAFETY: this thread's state.
-    let st = unsafe { &mut *(raw as *mut ThreadState) };
-    // SAFETY: the frames are the walker's callers, all live.
-    unsafe { rehook_all(st) };
-    st.flags &= !state_flags::UNWOUND;
-    if let Some(g) = globals::get() {
-        if st.gate <= GATE_SLOW {
-            st.gate = st.settled_gate(g);
-        }
     }
 }
