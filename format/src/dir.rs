@@ -194,7 +194,7 @@ impl TraceDirWriter {
         if bytes.is_empty() {
             return Ok(());
         }
-        if bytes.len() % RECORD_SIZE != 0 || last_time < first_time {
+        if !bytes.len().is_multiple_of(RECORD_SIZE) || last_time < first_time {
             return Err(invalid(format!("tid {tid}: raw records must be whole and in time order")));
         }
         let last = self.tids.get(&tid).map_or(0, |d| d.last_time);

@@ -319,7 +319,7 @@ impl Drain {
     /// At the end: the final counters of every thread still holding its slot, and the LOST
     /// records for what each thread could not keep.
     pub fn finish_threads(&mut self, writer: &mut TraceDirWriter) -> std::io::Result<()> {
-        let clock = self.clock.clone().expect("finish after the clock");
+        let clock = self.clock.expect("finish after the clock");
         // A cut pool is not read again: its counters are what they were when last read.
         let trusted = self.cut.is_none();
         for t in self.threads.values_mut() {

@@ -193,10 +193,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         tsc_hz: Some(tsc_hz),
         ..MergeOptions::default()
     };
-    let mut output = vftrace_convert::TimelineOutput::create(&timeline, None, &[])?;
-    let merged = merge(&opts, &mut *output.sink)?;
-    output.commit()?;
-    print!("{merged}");
+    let merged = merge_into(&timeline, &opts)?;
     for g in &merged.guests {
         match &g.residual_stats {
             Some(r) => println!(
@@ -343,6 +340,15 @@ impl StatusFiles {
             let _ = std::fs::remove_file(self.path(i));
         }
     }
+}
+
+/// Merges into the timeline file (written aside, renamed when whole) and prints the report.
+pub(crate) fn merge_into(timeline: &Path, opts: &MergeOptions) -> anyhow::Result<MergeReport> {
+    let mut output = vftrace_convert::TimelineOutput::create(timeline, None, &[])?;
+    let merged = merge(opts, &mut *output.sink)?;
+    output.commit()?;
+    print!("{merged}");
+    Ok(merged)
 }
 
 /// An error if the merge could not read an input to its end.

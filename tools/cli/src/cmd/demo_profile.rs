@@ -15,7 +15,7 @@ use anyhow::Context;
 use vftrace_guest::{GuestRun, GuestSession};
 use vftrace_kvm::process::{received_signal, ChildGuard, SignalGuard};
 use vftrace_kvm::{RecordOptions, RecordSummary};
-use vftrace_merge::{merge, MergeOptions};
+use vftrace_merge::MergeOptions;
 use vftrace_profile::aggregate::inclusive_share;
 use vftrace_profile::compare::{trace_inclusive_ns, trace_share};
 use vftrace_profile::output::SAMPLES_FILE;
@@ -176,10 +176,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         tsc_hz: Some(tsc_hz),
         ..MergeOptions::default()
     };
-    let mut output = vftrace_convert::TimelineOutput::create(&timeline, None, &[])?;
-    let merged = merge(&opts, &mut *output.sink)?;
-    output.commit()?;
-    print!("{merged}");
+    let merged = super::demo::merge_into(&timeline, &opts)?;
     println!(
         "flame graph: {}; timeline (guest functions, samples, host KVM events): {}",
         profile_dir.join("flamegraph.svg").display(),
