@@ -391,15 +391,22 @@ impl TraceDirWriter {
                 return Err(bad(format!("session {sid} has no map; call write_map(\"{sid}\", ..) (uftrace aborts without {})", map_file_name(sid))));
             }
         }
+        // Each tid's first TASK line, and the forked pids: looked up once per tid.
+        let mut first_task: std::collections::HashMap<u32, (u64, u32)> = std::collections::HashMap::new();
+        let mut forked_pids = std::collections::HashSet::new();
+        for l in tasks {
+            match l {
+                TaskLine::Task { tid, timestamp_ns, pid } => {
+                    first_task.entry(*tid).or_insert((*timestamp_ns, *pid));
+                }
+                TaskLine::Fork { pid, .. } => {
+                    forked_pids.insert(*pid);
+                }
+                _ => {}
+            }
+        }
         for &tid in &info.tids {
-            let task = tasks.iter().find_map(|l| match l {
-                TaskLine::Task {
-                    tid: t,
-                    timestamp_ns,
-                    pid,
-                } if *t == tid => Some((*timestamp_ns, *pid)),
-                _ => None,
-            });
+            let task = first_task.get(&tid).copied();
             let Some((ts, pid)) = task else {
                 return Err(bad(format!("tid {tid} is in info but has no TASK line in task.txt (uftrace dump --chrome crashes)")));
             };
@@ -413,10 +420,7 @@ impl TraceDirWriter {
                 }
             }
             // A forked child has no SESS line of its own: it inherits its parent's session.
-            let forked = tasks
-                .iter()
-                .any(|l| matches!(l, TaskLine::Fork { pid: child, .. } if *child == pid));
-            if !forked && !sessions.iter().any(|(p, sts, _)| *p == pid && *sts <= ts) {
+            if !forked_pids.contains(&pid) && !sessions.iter().any(|(p, sts, _)| *p == pid && *sts <= ts) {
                 return Err(bad(format!(
                     "tid {tid}: no SESS line for pid {pid} at or before its TASK timestamp {}",
                     task::Timestamp(ts)

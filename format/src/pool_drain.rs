@@ -10,7 +10,8 @@
 //! A pool whose control words were overwritten (its header, free list or chunk states: see
 //! [`Pool::check_control_words`]) is no longer read at all: the trace is cut there
 //! ([`Drain::cut`]), with everything drained before kept. What the drain keeps is bounded
-//! whatever the pool says: at most [`MAX_THREADS`] threads and [`MAX_MESSAGES`] messages.
+//! whatever the pool says: at most [`MAX_THREADS`] threads (about 300 bytes each) and
+//! [`MAX_MESSAGES`] messages.
 use std::collections::{BTreeMap, HashMap};
 use crate::clock::ClockMap;
 use crate::dir::TraceDirWriter;
@@ -23,8 +24,10 @@ use crate::stream::OwnedHeader;
 use crate::pool_read::{self, ChunkRef, SlotInfo, ThreadRecords};
 use crate::record::Record;
 
-/// Most threads one drain follows; a pool that names more is cut.
-pub const MAX_THREADS: usize = 4096;
+/// Most threads one drain follows over the whole recording (a program that starts and ends
+/// threads all the time reaches it only after a quarter of a million); the chunks of later
+/// threads are handed back unread, and counted.
+pub const MAX_THREADS: usize = 1 << 18;
 /// Most messages (sessions, forks, libraries) one drain keeps; later ones are dropped.
 pub const MAX_MESSAGES: usize = 65_536;
 const MAX_WARNINGS: usize = 32;
@@ -79,6 +82,8 @@ pub struct Drain {
     /// What a kernel said it runs (its `STREAM_HEADER` message; the first one counts).
     pub kernel: Option<OwnedHeader>,
     pub totals: Totals,
+    /// Records of threads beyond [`MAX_THREADS`], not kept.
+    pub skipped_records: u64,
     /// Problems worth telling the user (each once).
     pub warnings: Vec<String>,
     /// Why the pool is no longer read (its control words were overwritten): the trace ends
@@ -99,6 +104,7 @@ impl Drain {
             libraries: Vec::new(),
             kernel: None,
             totals: Totals::default(),
+            skipped_records: 0,
             warnings: Vec::new(),
             cut: None,
             raw: Vec::new(),
@@ -137,6 +143,7 @@ impl Drain {
         if self.clock.is_none() || (self.pool.mode() == PoolMode::Ring && !last) {
             return Ok(0);
         }
+        self.adopt_chunkless(last);
         let mut by_thread: BTreeMap<u64, Vec<ChunkRef>> = BTreeMap::new();
         for i in 0..self.pool.chunk_count() {
             match pool_read::chunk_ref(&self.pool, i) {
@@ -175,9 +182,18 @@ impl Drain {
         let ring = self.pool.mode() == PoolMode::Ring;
         if !self.threads.contains_key(&serial) {
             if self.threads.len() >= MAX_THREADS {
-                self.cut_trace(format!(
-                    "the pool names more than {MAX_THREADS} threads (its thread table was overwritten?)"
+                let records: u64 = chunks
+                    .iter()
+                    .filter_map(|c| self.pool.readable(c.index).ok())
+                    .map(|(_, n)| n as u64)
+                    .sum();
+                self.skipped_records += records;
+                self.warn(format!(
+                    "more than {MAX_THREADS} threads: the records of later ones are not kept (counted in the summary)"
                 ));
+                for c in chunks.iter().filter(|c| c.full) {
+                    let _ = self.pool.push_free(c.index);
+                }
                 return Ok(0);
             }
             let Some(slot) = chunks.first().map(|c| self.pool.desc(c.index).slot.load(std::sync::atomic::Ordering::Relaxed)) else {
@@ -296,6 +312,38 @@ impl Drain {
         let bytes = unsafe { std::slice::from_raw_parts(records.as_ptr() as *const u8, good * 16) };
         writer.write_raw_records(t.info.tid as u32, bytes, first, last)?;
         Ok(good as u64)
+    }
+
+    /// Threads that never had a chunk (the pool was full all their life) are known only by
+    /// their slot: once they end (or at the end, `last`) they are taken in like any other, so
+    /// that what they lost is said and their slot is freed.
+    fn adopt_chunkless(&mut self, last: bool) {
+        let ring = self.pool.mode() == PoolMode::Ring;
+        let clock = self.clock.expect("pass() checked");
+        for i in 0..self.pool.slot_count() {
+            let Some(info) = pool_read::slot_info(&self.pool, i) else { continue };
+            // After the state (Acquire): an ended thread's count of chunks is final.
+            let chunks = self.pool.slot(i).chunks.load(std::sync::atomic::Ordering::Relaxed);
+            if chunks != 0 || !(info.exited || last) || self.threads.contains_key(&info.serial) {
+                continue;
+            }
+            if self.threads.len() >= MAX_THREADS {
+                self.skipped_records += info.missing_records();
+                continue;
+            }
+            self.threads.insert(
+                info.serial,
+                Thread {
+                    info,
+                    slot: i,
+                    next_seq: 0,
+                    records: ThreadRecords::new(clock.converter(), ring, if ring { info.overwritten } else { 0 }),
+                    ended: true,
+                    cut: None,
+                    written: 0,
+                },
+            );
+        }
     }
 
     /// Slots of threads that ended and whose last chunk is written: their final counters are

@@ -271,6 +271,7 @@ impl LiveCapture {
             busy,
             cut: drain.cut.clone(),
             warnings: drain.warnings.iter().filter(|w| Some(*w) != drain.cut.as_ref()).cloned().collect(),
+            lost: drain.skipped_records,
             ..LiveReport::default()
         };
         for t in drain.threads.values() {

@@ -229,6 +229,7 @@ pub fn record(opts: &Options) -> anyhow::Result<Outcome> {
         untraced_threads: pool.header().threads_untraced.0.load(std::sync::atomic::Ordering::Relaxed),
         ..Summary::default()
     };
+    summary.lost += drain.skipped_records;
     for t in drain.threads.values() {
         summary.lost += t.info.lost + t.info.overwritten;
         summary.unrecorded += t.info.unrecorded;
@@ -306,7 +307,7 @@ impl Summary {
             self.elapsed.as_secs_f64()
         );
         if self.lost > 0 {
-            s += &format!("\n  {} records lost: the pool was full (a larger --buffer, or --wait, keeps them)", self.lost);
+            s += &format!("\n  {} records lost: the pool was full (a larger --buffer, or --block, keeps them)", self.lost);
         }
         if self.unrecorded > 0 {
             s += &format!("\n  {} calls not recorded (deeper than the shadow stack, or a signal arrived while the tracer ran)", self.unrecorded);

@@ -43,8 +43,11 @@ pub struct Args {
     /// trace_off or finish (write the trace now; the program goes on untraced). Repeatable.
     #[arg(long = "signal", value_parser = signal_action)]
     signals: Vec<(i32, SignalAction)>,
-    /// Bytes per chunk of the pool (records are handed over a chunk at a time).
-    #[arg(long, default_value = "64K", value_parser = size, hide = true)]
+    /// Bytes per chunk of the pool (records are handed over a chunk at a time). Small enough
+    /// that a program ending thousands of short threads faster than the recorder gets the CPU
+    /// has chunks for all of them (each thread holds one until it is drained), large enough
+    /// that the hand-over costs nothing per record.
+    #[arg(long, default_value = "16K", value_parser = size, hide = true)]
     chunk: usize,
     /// No progress line and no closing summary.
     #[arg(short, long)]
