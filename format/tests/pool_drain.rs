@@ -12,7 +12,7 @@ use common::TempDir;
 use vftrace_format::clock::{ClockMap, ClockSource};
 use vftrace_format::dir::{data_file_name, TraceDirWriter};
 use vftrace_format::pool::{
-    chunk_state, message_kind, pool_flags, HeaderMessage, Pool, PoolHeader, PoolMode,
+    chunk_state, message_kind, pool_flags, slot_state, HeaderMessage, Pool, PoolHeader, PoolMode,
     PoolParams, MESSAGE_PAYLOAD,
 };
 use vftrace_format::pool_drain::{Drain, MAX_THREADS};
@@ -61,10 +61,14 @@ struct Producer {
 
 impl Producer {
     fn new(pool: Pool) -> Producer {
+        Producer::with_tid(pool, TID)
+    }
+
+    fn with_tid(pool: Pool, tid: u64) -> Producer {
         let (slot, serial) = pool.claim_slot().unwrap();
         let s = pool.slot(slot);
         s.pid.store(1, Relaxed);
-        s.tid.store(TID, Relaxed);
+        s.tid.store(tid, Relaxed);
         s.serial.store(serial, Relaxed);
         Producer {
             pool,
@@ -197,6 +201,36 @@ fn records_without_room_are_lost_and_announced() {
     let lost: u64 = got.iter().filter(|r| r.kind == RecordType::Lost).map(|r| r.addr).sum();
     let kept = got.iter().filter(|r| r.kind != RecordType::Lost).count() as u64;
     assert_eq!((kept, lost), (p.written, p.lost));
+}
+
+/// A thread that lives and ends while the pool is full never has a chunk: the drain knows it
+/// only from its slot, and still says what it lost and frees its slot.
+#[test]
+fn a_thread_that_never_had_a_chunk_is_still_accounted_for() {
+    let mut mem = Mem::new(POOL_LEN);
+    let pool = drained_pool(&mut mem, PoolMode::StopWhenFull);
+    let chunks = pool.chunk_count() as u64;
+    let dir = TempDir::new("drain-chunkless");
+    let mut w = writer(&dir);
+    let mut d = drain(pool);
+    let mut filler = Producer::new(pool);
+    filler.write(chunks * 256);
+    let mut short = Producer::with_tid(pool, TID + 1);
+    short.write(6);
+    assert_eq!(short.lost, 6);
+    pool.slot(short.slot).state.store(slot_state::EXITED, Release);
+    d.pass(&mut w, false).unwrap();
+    assert_eq!(pool.slot(short.slot).state.load(Acquire), slot_state::FREE, "its slot is freed");
+    d.pass(&mut w, true).unwrap();
+    d.finish_threads(&mut w).unwrap();
+    drop(w);
+    let bytes = std::fs::read(dir.path().join("trace").join(data_file_name(TID as u32 + 1))).unwrap();
+    let got: Vec<Record> = bytes
+        .chunks_exact(16)
+        .map(|c| Record::from_bytes(c.try_into().unwrap()).unwrap())
+        .collect();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!((got[0].kind, got[0].addr), (RecordType::Lost, 6));
 }
 
 #[test]
