@@ -173,7 +173,7 @@ fn profile_unchanged(
     assert_eq!(
         comparable(&outcome.serial),
         comparable(&alone.serial),
-        "sampling changed what the guest printed"
+        "sampling changed what the guest printed; vftrace profile said:\n{log}"
     );
     println!("{log}");
     (log, outcome, dir)
