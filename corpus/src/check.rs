@@ -181,6 +181,7 @@ fn check_mode(
             let mut cmd = Command::new(vftrace_cli());
             cmd.args(["record", "-d"])
                 .arg(&trace)
+                .args(p.record_options)
                 .arg("--")
                 .arg(&build.plain)
                 .args(args);

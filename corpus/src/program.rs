@@ -101,6 +101,8 @@ pub struct Program {
     /// $VFTRACE_CORPUS_DIR is set) instead of getting the shim: it is linked with libvftrace.a
     /// only, and runs untraced without the variable.
     pub traces_itself: bool,
+    /// Options of `vftrace record` before `--` (record mode).
+    pub record_options: &'static [&'static str],
 }
 
 const ALL_MODES: &[Mode] = &[Mode::InProcess, Mode::Uftrace, Mode::Record];
@@ -123,6 +125,7 @@ impl Program {
             no_destructors: false,
             modes: ALL_MODES,
             traces_itself: false,
+            record_options: &[],
         }
     }
     pub const C: Program = Program::base(Lang::C);

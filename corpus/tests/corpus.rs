@@ -38,7 +38,10 @@ corpus! {
     fentry: Program { source: "fentry.c", flags: &["-mfentry"], ..Program::C };
     panic_catch_unwind: Program { source: "panic_catch_unwind.rs", ..Program::RUST };
     threads_2000: Program { source: "threads_short_lived.c", args: &["2000"], ..Program::C };
-    threads_10000: Program { source: "threads_short_lived.c", args: &["10000"], ..Program::C };
+    // Each thread holds a chunk until the recorder drains it: a recorder starved of CPU (a
+    // loaded CI machine) falls behind a storm of 10,000 threads and the default drops (and
+    // counts) what finds the pool full; --block makes them wait, so every thread must arrive.
+    threads_10000: Program { source: "threads_short_lived.c", args: &["10000"], record_options: &["--block"], ..Program::C };
     recursion_3000: Program { source: "recursion.c", args: &["3000"], ..Program::C };
     capi_in_rust: Program { source: "capi_in_rust.rs", traces_itself: true, modes: IN_PROCESS_ONLY, ..Program::RUST };
     exit_3: Program { source: "ends.c", args: &["exit3"], ends: Ended::Exited(3), ..Program::C };
