@@ -99,15 +99,14 @@ pub fn record(opts: &Options) -> anyhow::Result<Outcome> {
     };
     let shm = shm::SharedPool::create(opts.buffer, &params)?;
     let pool = shm.pool;
+    // The TSC is calibrated before the program starts, so that the drain converts records and
+    // hands chunks back from the first one on: a drain that waited would leave the program
+    // taking fresh chunks meanwhile, and every fresh page costs it a fault.
     let clock_start = measure_sync(64).sync;
-    let time_filter_ticks = if opts.time_filter_ns > 0 {
-        // The ticks of -t must be known before the program starts.
-        std::thread::sleep(CALIBRATION);
-        let hz = tsc_hz(clock_start);
-        (opts.time_filter_ns as f64 * hz / 1e9) as u64
-    } else {
-        0
-    };
+    std::thread::sleep(CALIBRATION);
+    let clock = clock_map(clock_start);
+    // The ticks of -t must be known before the program starts.
+    let time_filter_ticks = (opts.time_filter_ns as f64 * clock.tsc_hz / 1e9) as u64;
     if !opts.start_disabled {
         pool.header().enabled.0.store(1, std::sync::atomic::Ordering::Release);
     }
@@ -147,15 +146,13 @@ pub fn record(opts: &Options) -> anyhow::Result<Outcome> {
     let main_pid = child::spawn(&program.path, &opts.program, &opts.args, &env)?;
 
     let mut drain = vftrace_format::pool_drain::Drain::new(pool);
+    drain.set_clock(clock);
     let mut progress = Progress::new(!opts.quiet);
     let mut main_ended = None;
     let mut main_usage = None;
     let mut stopped = false;
     let mut last_progress = Instant::now();
     loop {
-        if drain.clock().is_none() && started.elapsed() >= CALIBRATION {
-            drain.set_clock(clock_map(clock_start));
-        }
         let drained = drain.pass(&mut writer, false)?;
         let (ended, children_left) = child::reap();
         for (pid, how, usage) in ended {
@@ -198,12 +195,8 @@ pub fn record(opts: &Options) -> anyhow::Result<Outcome> {
         // Later records are of no interest: the program goes on untraced.
         pool.header().enabled.0.store(0, std::sync::atomic::Ordering::Release);
     }
-    if drain.clock().is_none() {
-        drain.set_clock(clock_map(clock_start));
-    }
     drain.pass(&mut writer, true)?;
     drain.finish_threads(&mut writer)?;
-    let clock = drain.clock().cloned().expect("set above");
     let elapsed = started.elapsed();
     let facts = finish::RunFacts {
         exe: &program.path,
@@ -242,14 +235,11 @@ pub fn record(opts: &Options) -> anyhow::Result<Outcome> {
     })
 }
 
-fn tsc_hz(start: vftrace_kvm::ClockSync) -> f64 {
-    let now = measure_sync(64).sync;
-    (now.tsc - start.tsc) as f64 * 1e9 / (now.mono_ns - start.mono_ns).max(1) as f64
-}
-
-/// TSC to CLOCK_MONOTONIC nanoseconds, measured from the start of the recording until now.
+/// TSC to CLOCK_MONOTONIC nanoseconds, measured from `start` until now.
 fn clock_map(start: vftrace_kvm::ClockSync) -> ClockMap {
-    ClockMap::new(tsc_hz(start), start.tsc, start.mono_ns, ClockSource::Host)
+    let now = measure_sync(64).sync;
+    let hz = (now.tsc - start.tsc) as f64 * 1e9 / (now.mono_ns - start.mono_ns).max(1) as f64;
+    ClockMap::new(hz, start.tsc, start.mono_ns, ClockSource::Host)
 }
 
 fn cmdline(program: &str, args: &[OsString]) -> String {
