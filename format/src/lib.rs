@@ -11,7 +11,7 @@
 //!   [`clock`]: `vftrace.clock` (ns <-> TSC), [`reader`]: fast `TID.dat` reading,
 //!   [`samples`]: `vftrace.samples` (stack samples taken from the host),
 //!   [`balance`]: properly nested calls out of damaged records.
-//! - [`pool_read`] and [`pool_drain`]: a pool's consumer (the in-process dump, `vftrace
+//! - [`pool::read`] and [`pool::drain`]: a pool's consumer (the in-process dump, `vftrace
 //!   record`, the host side of a guest); [`recording`]: what `vftrace record` tells the
 //!   programs it runs.
 //! - [`dir`]: [`dir::TraceDirWriter`] writes a directory uftrace 0.13 reads;
@@ -47,10 +47,6 @@ pub mod maps;
 pub mod markers;
 #[cfg(feature = "std")]
 pub mod output;
-#[cfg(feature = "std")]
-pub mod pool_drain;
-#[cfg(feature = "std")]
-pub mod pool_read;
 #[cfg(feature = "std")]
 pub mod reader;
 #[cfg(feature = "std")]

@@ -1,4 +1,4 @@
-//! The consumer of a pool (`pool_drain::Drain`) against producers that follow the protocol and
+//! The consumer of a pool (`pool::drain::Drain`) against producers that follow the protocol and
 //! against memory that a hostile producer scribbles over: every record of a well-behaved
 //! thread arrives once, in order; a pool whose control words are overwritten is cut with a
 //! message naming them; random damage never panics, never loops and never grows what the drain
@@ -15,7 +15,7 @@ use vftrace_format::pool::{
     chunk_state, message_kind, pool_flags, slot_state, HeaderMessage, Pool, PoolHeader, PoolMode,
     PoolParams, MESSAGE_PAYLOAD,
 };
-use vftrace_format::pool_drain::{Drain, MAX_THREADS};
+use vftrace_format::pool::drain::{Drain, MAX_THREADS};
 use vftrace_format::record::{pack_word, Record, RecordType};
 use vftrace_format::stream::{Header, TscHzSource};
 

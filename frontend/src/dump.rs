@@ -13,7 +13,7 @@ use std::sync::OnceLock;
 use vftrace_format::clock::ClockMap;
 use vftrace_format::dir::TraceDirWriter;
 use vftrace_format::pool::{Pool, PoolParams};
-use vftrace_format::pool_read::{self, SlotInfo, ThreadRecords};
+use vftrace_format::pool::read::{self as pool_read, SlotInfo, ThreadRecords};
 use vftrace_format::record::Record;
 use vftrace_format::task::TaskLine;
 

@@ -633,12 +633,15 @@ impl Pool {
         self.header().messages_dropped.fetch_add(1, Relaxed);
         0
     }
-
 }
 
 mod consumer;
 mod messages;
 pub use messages::*;
+#[cfg(feature = "std")]
+pub mod drain;
+#[cfg(feature = "std")]
+pub mod read;
 
 #[cfg(all(test, feature = "std"))]
 mod tests;

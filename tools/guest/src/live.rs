@@ -6,7 +6,7 @@
 //! `vftrace-pool addr=0x... len=N`. The address is guest-physical, which is the offset in the
 //! RAM file of QEMU's `memory-backend-file,share=on` (below 2 GiB on every QEMU x86 machine).
 //! The host maps that part of the file shared and runs the pool's consumer
-//! (`vftrace_format::pool_drain::Drain`, the one `vftrace record` uses): full chunks go to
+//! (`vftrace_format::pool::drain::Drain`, the one `vftrace record` uses): full chunks go to
 //! `TID.dat` and back onto the guest's free list, with no VM exit. When the guest is gone
 //! (exited, crashed, or hung and killed), a last pass reads the chunks it had not published as
 //! far as their write cursors (complete records only), and the end-of-run stream, if the guest
@@ -26,7 +26,7 @@ use vftrace_format::clock::{ClockMap, ClockSource};
 use vftrace_format::dir::TraceDirWriter;
 use vftrace_format::output::OutputDir;
 use vftrace_format::pool::Pool;
-use vftrace_format::pool_drain::Drain;
+use vftrace_format::pool::drain::Drain;
 use vftrace_format::stream::{Marker, OwnedHeader, Payload, StreamReader};
 use vftrace_symbols::ElfSymbols;
 

@@ -2,7 +2,7 @@
 //! tasks, libraries loaded at run time), a map for every session, symbol files for every
 //! instrumented module, info and the clock.
 use crate::child::Ended;
-use vftrace_format::pool_drain::{Drain, Session};
+use vftrace_format::pool::drain::{Drain, Session};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::path::Path;

@@ -10,7 +10,7 @@
 //! loaded at run time get their symbols.
 //!
 //! - [`shm`]: the pool in a memfd; [`program`]: what is run and the preload library;
-//!   [`child`]: running it, signals, reaping; `vftrace_format::pool_drain`: the consumer; [`finish`]: task.txt,
+//!   [`child`]: running it, signals, reaping; `vftrace_format::pool::drain`: the consumer; [`finish`]: task.txt,
 //!   maps, symbols, info.
 pub mod child;
 pub mod finish;
@@ -145,7 +145,7 @@ pub fn record(opts: &Options) -> anyhow::Result<Outcome> {
     let mut writer = TraceDirWriter::create(out.path())?;
     let main_pid = child::spawn(&program.path, &opts.program, &opts.args, &env)?;
 
-    let mut drain = vftrace_format::pool_drain::Drain::new(pool);
+    let mut drain = vftrace_format::pool::drain::Drain::new(pool);
     drain.set_clock(clock);
     let mut progress = Progress::new(!opts.quiet);
     let mut main_ended = None;
@@ -266,7 +266,7 @@ impl Progress {
         Progress { bar }
     }
 
-    fn show(&mut self, drain: &vftrace_format::pool_drain::Drain, program_ended: bool) {
+    fn show(&mut self, drain: &vftrace_format::pool::drain::Drain, program_ended: bool) {
         let mut msg = format!(
             "{} threads, {} written",
             drain.threads.len(),

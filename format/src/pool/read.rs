@@ -2,7 +2,7 @@
 //! Shared by the in-process dump, `vftrace record` and the host side of a guest. Everything in
 //! the pool is untrusted here: indices and lengths are bounded, chunks whose owner or sequence
 //! cannot be placed are reported, and a chunk reused while it was being copied is dropped.
-use crate::pool::{chunk_flags, chunk_state, slot_state, Pool, PoolError};
+use super::{chunk_flags, chunk_state, slot_state, Pool, PoolError};
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering::*;
 

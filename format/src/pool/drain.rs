@@ -15,13 +15,13 @@
 use std::collections::{BTreeMap, HashMap};
 use crate::clock::ClockMap;
 use crate::dir::TraceDirWriter;
-use crate::pool::{
+use super::{
     message_kind, slot_state, DlopenMessage, ForkMessage, HeaderMessage, Pool, PoolMode,
     SessionMessage,
 };
 use crate::stream::OwnedHeader;
 
-use crate::pool_read::{self, ChunkRef, SlotInfo, ThreadRecords};
+use super::read::{self as pool_read, ChunkRef, SlotInfo, ThreadRecords};
 use crate::record::Record;
 
 /// Most threads one drain follows over the whole recording (a program that starts and ends
