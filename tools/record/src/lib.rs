@@ -186,7 +186,11 @@ pub fn record(opts: &Options) -> anyhow::Result<Outcome> {
             progress.show(&drain, main_ended.is_some());
             last_progress = Instant::now();
         }
-        if drained == 0 {
+        // A pass reads every chunk's and thread's state word (megabytes of a big pool): while
+        // most of the pool is free, let published chunks gather for a millisecond instead of
+        // scanning it for every few (that scan was most of the recorder's CPU time).
+        let mostly_free = pool.free_chunks_hint() * 2 > u64::from(pool.chunk_count());
+        if drained == 0 || mostly_free {
             std::thread::sleep(Duration::from_millis(1));
         }
     }
