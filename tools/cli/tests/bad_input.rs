@@ -500,6 +500,32 @@ fn lenient_convert_and_merge_read_inputs_cut_short() {
     let _ = std::fs::remove_dir_all(&d);
 }
 
+/// A reader of merge's summary that stops early (`vftrace merge ... | head -1`) costs neither
+/// the output nor the exit status (the summary was printed before the output was committed,
+/// and a closed pipe failed the run).
+#[test]
+fn merge_into_a_closed_pipe_still_writes_its_output() {
+    let d = scratch("closed-pipe");
+    let t = trace_dir(&d);
+    let m = d.join("m.json");
+    let mut child = vftrace()
+        .arg("merge")
+        .arg("--guest")
+        .arg(&t)
+        .arg("-o")
+        .arg(&m)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let r = child.wait_with_output().unwrap();
+    assert!(r.status.success(), "{:?}: {}", r.status, stderr(&r));
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&m).unwrap()).unwrap();
+    assert!(json["traceEvents"].as_array().is_some_and(|e| !e.is_empty()), "{json}");
+    let _ = std::fs::remove_dir_all(&d);
+}
+
 /// "Also" of the issue: `--tid` of a thread the trace does not have is an error that says so
 /// (it was reported as "listed in info").
 #[test]

@@ -98,8 +98,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         };
         anyhow::anyhow!("{e}{hint}; {} was not written", args.output.display())
     })?;
-    print!("{report}");
     if !report.data_errors.is_empty() && !opts.lenient {
+        super::print_out(&report.to_string())?;
         anyhow::bail!(
             "{} input file(s) could not be read to the end, so {} was not written; \
              --lenient writes what comes before the damage",
@@ -107,7 +107,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             args.output.display()
         );
     }
+    // Committed before anything is printed: a reader of the summary that stops early
+    // (`| head`) must not cost the output.
     output.commit()?;
-    println!("wrote {}", args.output.display());
+    super::print_out(&format!("{report}wrote {}\n", args.output.display()))?;
     Ok(())
 }

@@ -13,6 +13,17 @@ pub mod replay;
 pub mod report;
 pub mod sym;
 
+/// Writes `text` to standard output; a reader that has gone (`vftrace merge ... | head`) is
+/// not an error.
+pub(crate) fn print_out(text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => r,
+    }
+}
+
 /// A number as users type addresses and ports: decimal, or hex with 0x.
 pub(crate) fn parse_number(text: &str) -> Option<u64> {
     match text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
