@@ -193,7 +193,7 @@ pub fn print_summary(report: &CaptureReport, output: &str) {
         .as_ref()
         .map(|h| h.display_name())
         .unwrap_or_default();
-    println!(
+    outln!(
         "captured guest \"{name}\": {} records in {} thread(s), {} lost, {} frames, {} symbols, TSC {:.0} Hz -> {output}",
         report.records,
         report.tids.len(),
@@ -226,7 +226,7 @@ pub fn print_live_summary(report: &LiveReport, output: &str) {
         .as_ref()
         .map(|h| h.display_name())
         .unwrap_or_default();
-    println!(
+    outln!(
         "captured guest \"{name}\" live: {} records in {} thread(s), {} lost, {} calls not recorded, {} markers, {} symbols, TSC {:.0} Hz -> {output}",
         report.records,
         report.tids.len(),
@@ -236,7 +236,7 @@ pub fn print_live_summary(report: &LiveReport, output: &str) {
         report.symbols,
         report.tsc_hz
     );
-    println!(
+    outln!(
         "drained {} chunks ({}) from the guest's pool while it ran: {:.0} MB/s of drain work ({:.3} s of {:.3} s)",
         report.chunks,
         vftrace_format::output::human_bytes(report.bytes),

@@ -1,4 +1,13 @@
 //! One module per subcommand; each has `Args` (clap) and `run`.
+
+/// `println!` for the summaries commands print once their outputs are in place: a reader that
+/// has gone (`vftrace capture ... | head -1`) ends nothing, where `println!` would panic.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        let _ = $crate::cmd::print_out(&format!("{}\n", format_args!($($arg)*)));
+    }};
+}
+
 pub mod capture;
 pub mod convert;
 pub mod demo;

@@ -47,7 +47,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     write_sym_file(&symbols, &placement, &out)?;
     let bias = symbols.load_bias(placement.load_address);
-    println!(
+    outln!(
         "{}: {} functions ({}{}{}), load bias {:#x} -> {}",
         args.elf.display(),
         symbols.functions.len(),
