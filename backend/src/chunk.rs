@@ -28,7 +28,11 @@ pub(crate) unsafe fn push_record(g: &Globals, st: &mut ThreadState, time: u64, w
     // What went missing since the last record is announced right before this one, in one LOST
     // record (uftrace shows it where it happened).
     if st.pending_lost > 0 {
-        let lost = pack_word(RecordType::Lost, st.current_rdepth(g) as u16, st.pending_lost);
+        let lost = pack_word(
+            RecordType::Lost,
+            st.current_rdepth(g) as u16,
+            st.pending_lost,
+        );
         st.pending_lost = 0;
         // SAFETY: room() left space for one record.
         unsafe { write_record(st, time, lost) };

@@ -58,8 +58,18 @@ mod tests {
     #[test]
     fn lookup_finds_the_containing_range() {
         let table = [
-            FilterRange { start: 0x100, end: 0x180, action: action::ONLY, _pad: 0 },
-            FilterRange { start: 0x200, end: 0x210, action: action::NEVER, _pad: 0 },
+            FilterRange {
+                start: 0x100,
+                end: 0x180,
+                action: action::ONLY,
+                _pad: 0,
+            },
+            FilterRange {
+                start: 0x200,
+                end: 0x210,
+                action: action::NEVER,
+                _pad: 0,
+            },
         ];
         let c = Config {
             filters: table.as_ptr(),

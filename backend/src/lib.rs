@@ -77,8 +77,16 @@ pub unsafe extern "C" fn vftrace_backend_init(
     // SAFETY: the caller's contract.
     let (config, platform) = unsafe {
         (
-            if config.is_null() { Config::NONE } else { *config },
-            if platform.is_null() { Platform::default() } else { *platform },
+            if config.is_null() {
+                Config::NONE
+            } else {
+                *config
+            },
+            if platform.is_null() {
+                Platform::default()
+            } else {
+                *platform
+            },
         )
     };
     let max_depth = match config.max_depth as usize {

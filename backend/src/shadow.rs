@@ -33,10 +33,11 @@
 use crate::arch::{rdtsc, return_trampoline_address};
 use crate::chunk::{bump, last_record_word, push_record};
 use crate::filter::{action, ConfigExt};
-use crate::platform::PlatformExt;
 use crate::globals::{self, Globals};
+use crate::platform::PlatformExt;
 use crate::thread::{
-    self, count_unrecorded, frame_flags, state_flags, take_signal_skips, Frame, ThreadState, GATE_OPEN, GATE_SLOW, SHADOW_STACK_DEPTH, TLS_FAILED,
+    self, count_unrecorded, frame_flags, state_flags, take_signal_skips, Frame, ThreadState,
+    GATE_OPEN, GATE_SLOW, SHADOW_STACK_DEPTH, TLS_FAILED,
 };
 use core::sync::atomic::{compiler_fence, Ordering::*};
 use vftrace_format::record::{pack_word, RecordType};
@@ -232,7 +233,11 @@ unsafe fn entry(g: &Globals, st: &mut ThreadState, slot: *mut usize, func: usize
         slot: s,
         func,
         meta: Frame::meta(flags, rdepth),
-        entry_time: if flags & frame_flags::DEFERRED != 0 { now.max(st.last_time) } else { 0 },
+        entry_time: if flags & frame_flags::DEFERRED != 0 {
+            now.max(st.last_time)
+        } else {
+            0
+        },
     };
     if flags & frame_flags::RECORDED != 0 {
         let word = pack_word(RecordType::Entry, rdepth as u16, func as u64);
@@ -317,7 +322,8 @@ fn verdict(at: Region, s: usize, f: &Frame) -> Verdict {
             // The same slot still hooked is a tail call of that frame: it stays.
             // SAFETY: `s` is the live slot of the calling function.
             if f.slot > s
-                || (f.slot == s && unsafe { (s as *const usize).read() } == return_trampoline_address())
+                || (f.slot == s
+                    && unsafe { (s as *const usize).read() } == return_trampoline_address())
             {
                 Verdict::Ancestor
             } else {
@@ -354,7 +360,9 @@ fn busy_is_stale(g: &Globals, st: &ThreadState, busy: usize, s: usize) -> bool {
 /// # Safety
 /// The state is this thread's, and nothing of the backend runs on it but the caller.
 unsafe fn finish_interrupted(g: &Globals, st: &mut ThreadState, busy: usize) {
-    let Some(last) = last_record_word(g, st) else { return };
+    let Some(last) = last_record_word(g, st) else {
+        return;
+    };
     let depth = st.depth as usize;
     let recorded = |f: &Frame| f.flags() & frame_flags::RECORDED != 0;
     let word = |kind, f: &Frame| pack_word(kind, f.rdepth() as u16, f.func as u64);

@@ -6,11 +6,11 @@
 //! tracer does not take stack away from threads with small stacks); the state itself comes
 //! from an arena of private memory the frontend hands over, recycled when threads end.
 use crate::arch::{self, rdtsc};
+use crate::chunk::{bump, next_chunk, publish};
 use crate::filter::ConfigExt;
 use crate::globals::Globals;
 use crate::platform::PlatformExt;
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering::*};
-use crate::chunk::{bump, next_chunk, publish};
 use vftrace_format::pool::{slot_state, ChunkDesc};
 
 /// Deepest nesting that is hooked; uftrace's depth field has 10 bits.

@@ -59,7 +59,12 @@ pub(crate) unsafe fn caught(g: &Globals, sp: usize) {
     st.forget_signal_stack();
     // SAFETY: as in `entry`, with the handler's call slot.
     unsafe {
-        crate::shadow::settle(g, st, sp - core::mem::size_of::<usize>(), crate::arch::rdtsc());
+        crate::shadow::settle(
+            g,
+            st,
+            sp - core::mem::size_of::<usize>(),
+            crate::arch::rdtsc(),
+        );
         rehook_all(st);
     }
     st.flags &= !state_flags::UNWOUND;

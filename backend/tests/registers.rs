@@ -256,8 +256,16 @@ fn init_once() -> Pool {
         // SAFETY: both blocks are leaked, so they stay valid and ours for the rest of the test
         // binary; the pool memory is 4096-aligned.
         unsafe {
-            let pool = Pool::create(mem, len, &PoolParams::new(4096, PoolMode::StopWhenFull)).unwrap();
-            let status = vftrace_backend_init(mem, len, arena.as_mut_ptr(), arena.len(), std::ptr::null(), &platform);
+            let pool =
+                Pool::create(mem, len, &PoolParams::new(4096, PoolMode::StopWhenFull)).unwrap();
+            let status = vftrace_backend_init(
+                mem,
+                len,
+                arena.as_mut_ptr(),
+                arena.len(),
+                std::ptr::null(),
+                &platform,
+            );
             assert_eq!(status, 0);
             vftrace_backend_enable();
             pool
@@ -268,7 +276,12 @@ fn init_once() -> Pool {
 /// Every record of the threads registered so far, per slot.
 fn records(pool: &Pool) -> Vec<Vec<[u64; 2]>> {
     (0..pool.slot_count())
-        .filter(|&s| pool.slot(s).state.load(std::sync::atomic::Ordering::Acquire) != 0)
+        .filter(|&s| {
+            pool.slot(s)
+                .state
+                .load(std::sync::atomic::Ordering::Acquire)
+                != 0
+        })
         .map(|s| {
             let mut out = Vec::new();
             for c in pool.thread_chunks(s) {
@@ -293,7 +306,9 @@ fn interrupt_frames_are_not_hooked() {
     let handler = vftrace_fake_interrupt as *const () as u64;
     let all = records(&pool);
     assert!(
-        !all.iter().flatten().any(|[_, w]| (handler..handler + 0x100).contains(&(w >> 16))),
+        !all.iter()
+            .flatten()
+            .any(|[_, w]| (handler..handler + 0x100).contains(&(w >> 16))),
         "{all:x?}"
     );
 }
@@ -384,7 +399,11 @@ fn expect_one_call(pool: &Pool, probe: u64) {
         .copied()
         .filter(|[_, w]| (probe..probe + 0x400).contains(&(w >> 16)))
         .collect();
-    assert_eq!(mine.len(), 2, "entry and exit of the probe at {probe:#x}: {all:x?}");
+    assert_eq!(
+        mine.len(),
+        2,
+        "entry and exit of the probe at {probe:#x}: {all:x?}"
+    );
     for (i, kind) in [(0usize, 0u64), (1, 1)] {
         let word = mine[i][1];
         assert_eq!(word & 3, kind, "record {i} type");
@@ -405,13 +424,30 @@ fn fentry_preserves_registers_and_records_the_call() {
         )
     };
     let args = ["rax", "rcx", "rdx", "rsi", "rdi", "r8", "r9", "r10"];
-    let sse_args = ["xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7"];
+    let sse_args = [
+        "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7",
+    ];
     expect_preserved("after __fentry__", after_fentry, 0x3000, &args);
     expect_preserved("after __fentry__", after_fentry, 0x3000, &sse_args);
-    expect_preserved("after the trampoline", after_return, 0x4000, &["rax", "rdx", "xmm0", "xmm1"]);
+    expect_preserved(
+        "after the trampoline",
+        after_return,
+        0x4000,
+        &["rax", "rdx", "xmm0", "xmm1"],
+    );
     if cfg!(feature = "interruptsafe") {
-        expect_preserved("after __fentry__ (interruptsafe)", after_fentry, 0x3000, &NAMES);
-        expect_preserved("after the trampoline (interruptsafe)", after_return, 0x4000, &NAMES);
+        expect_preserved(
+            "after __fentry__ (interruptsafe)",
+            after_fentry,
+            0x3000,
+            &NAMES,
+        );
+        expect_preserved(
+            "after the trampoline (interruptsafe)",
+            after_return,
+            0x4000,
+            &NAMES,
+        );
     }
     expect_one_call(&pool, vftrace_probe_fentry_function as *const () as u64);
 }

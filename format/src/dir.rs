@@ -195,7 +195,9 @@ impl TraceDirWriter {
             return Ok(());
         }
         if !bytes.len().is_multiple_of(RECORD_SIZE) || last_time < first_time {
-            return Err(invalid(format!("tid {tid}: raw records must be whole and in time order")));
+            return Err(invalid(format!(
+                "tid {tid}: raw records must be whole and in time order"
+            )));
         }
         let last = self.tids.get(&tid).map_or(0, |d| d.last_time);
         if first_time < last {
@@ -392,11 +394,16 @@ impl TraceDirWriter {
             }
         }
         // Each tid's first TASK line, and the forked pids: looked up once per tid.
-        let mut first_task: std::collections::HashMap<u32, (u64, u32)> = std::collections::HashMap::new();
+        let mut first_task: std::collections::HashMap<u32, (u64, u32)> =
+            std::collections::HashMap::new();
         let mut forked_pids = std::collections::HashSet::new();
         for l in tasks {
             match l {
-                TaskLine::Task { tid, timestamp_ns, pid } => {
+                TaskLine::Task {
+                    tid,
+                    timestamp_ns,
+                    pid,
+                } => {
                     first_task.entry(*tid).or_insert((*timestamp_ns, *pid));
                 }
                 TaskLine::Fork { pid, .. } => {
@@ -420,7 +427,9 @@ impl TraceDirWriter {
                 }
             }
             // A forked child has no SESS line of its own: it inherits its parent's session.
-            if !forked_pids.contains(&pid) && !sessions.iter().any(|(p, sts, _)| *p == pid && *sts <= ts) {
+            if !forked_pids.contains(&pid)
+                && !sessions.iter().any(|(p, sts, _)| *p == pid && *sts <= ts)
+            {
                 return Err(bad(format!(
                     "tid {tid}: no SESS line for pid {pid} at or before its TASK timestamp {}",
                     task::Timestamp(ts)
@@ -553,9 +562,15 @@ impl TraceDir {
     pub fn open(path: impl AsRef<Path>) -> Result<TraceDir, FormatError> {
         let path = path.as_ref().to_path_buf();
         let info_path = path.join("info");
-        let info = Info::parse(&read_file(&info_path, "info file", MAX_INFO_BYTES)?, &info_path)?;
+        let info = Info::parse(
+            &read_file(&info_path, "info file", MAX_INFO_BYTES)?,
+            &info_path,
+        )?;
         let task_path = path.join("task.txt");
-        let tasks = parse_tasks(&read_file(&task_path, "task.txt", MAX_TASK_BYTES)?, &task_path)?;
+        let tasks = parse_tasks(
+            &read_file(&task_path, "task.txt", MAX_TASK_BYTES)?,
+            &task_path,
+        )?;
         let mut sessions = Vec::new();
         for l in &tasks {
             if let TaskLine::Session {
@@ -572,7 +587,10 @@ impl TraceDir {
                     ));
                 }
                 let map_path = path.join(map_file_name(sid));
-                let maps = parse_maps(&read_file(&map_path, "session map", MAX_MAP_BYTES)?, &map_path)?;
+                let maps = parse_maps(
+                    &read_file(&map_path, "session map", MAX_MAP_BYTES)?,
+                    &map_path,
+                )?;
                 sessions.push(Session {
                     sid: sid.clone(),
                     pid: *pid,

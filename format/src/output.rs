@@ -90,7 +90,8 @@ pub fn resolve(path: &Path) -> io::Result<PathBuf> {
                 return Ok(resolved);
             }
             Err(_) => {
-                let (Some(parent), Some(last)) = (existing.parent(), existing.components().next_back())
+                let (Some(parent), Some(last)) =
+                    (existing.parent(), existing.components().next_back())
                 else {
                     return Ok(absolute);
                 };
@@ -375,7 +376,11 @@ pub fn read_capped(path: &Path, limit: u64) -> io::Result<Vec<u8>> {
     if meta.is_file() && meta.len() > limit {
         return Err(too_large(format!("it is {} bytes", meta.len())));
     }
-    let mut bytes = Vec::with_capacity(if meta.is_file() { meta.len() as usize } else { 0 });
+    let mut bytes = Vec::with_capacity(if meta.is_file() {
+        meta.len() as usize
+    } else {
+        0
+    });
     file.take(limit.saturating_add(1)).read_to_end(&mut bytes)?;
     if bytes.len() as u64 > limit {
         return Err(too_large("it holds more data than that".into()));

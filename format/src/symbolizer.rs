@@ -11,8 +11,9 @@ use std::path::{Path, PathBuf};
 use crate::error::FormatError;
 use crate::maps::{guess_kernel_base, MapEntry};
 use crate::record::ADDR_MASK;
-use crate::sym::{MAX_SYM_BYTES, 
+use crate::sym::{
     alternate_sym_file_name, demangle, find_in, parse_symbols, sym_file_name, Symbol, SymbolFile,
+    MAX_SYM_BYTES,
 };
 
 /// One module's address range in a session.
@@ -219,7 +220,8 @@ fn demangled(mut symbols: Vec<Symbol>) -> Vec<Symbol> {
 /// header names this path (uftrace's `basename-<build-id or checksum>.sym`).
 pub fn find_symbol_file(dir: &Path, module_path: &str) -> Result<Option<SymbolFile>, FormatError> {
     let load = |p: &Path| -> Result<SymbolFile, FormatError> {
-        let bytes = crate::output::read_capped(p, MAX_SYM_BYTES).map_err(|e| FormatError::io(p, &e))?;
+        let bytes =
+            crate::output::read_capped(p, MAX_SYM_BYTES).map_err(|e| FormatError::io(p, &e))?;
         parse_symbols(&bytes, p)
     };
     let primary = dir.join(sym_file_name(module_path));

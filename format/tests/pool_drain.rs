@@ -11,11 +11,11 @@ use std::sync::atomic::Ordering::*;
 use common::TempDir;
 use vftrace_format::clock::{ClockMap, ClockSource};
 use vftrace_format::dir::{data_file_name, TraceDirWriter};
+use vftrace_format::pool::drain::{Drain, MAX_THREADS};
 use vftrace_format::pool::{
     chunk_state, message_kind, pool_flags, slot_state, HeaderMessage, Pool, PoolHeader, PoolMode,
     PoolParams, MESSAGE_PAYLOAD,
 };
-use vftrace_format::pool::drain::{Drain, MAX_THREADS};
 use vftrace_format::record::{pack_word, Record, RecordType};
 use vftrace_format::stream::{Header, TscHzSource};
 
@@ -86,7 +86,11 @@ impl Producer {
     /// stores elsewhere.
     fn write(&mut self, n: u64) {
         for _ in 0..n {
-            let kind = if self.written.is_multiple_of(2) { RecordType::Entry } else { RecordType::Exit };
+            let kind = if self.written.is_multiple_of(2) {
+                RecordType::Entry
+            } else {
+                RecordType::Exit
+            };
             if !self.room() {
                 self.lost += 1;
                 self.pool.slot(self.slot).lost.store(self.lost, Relaxed);
@@ -177,7 +181,10 @@ fn every_record_arrives_once_in_order_and_chunks_come_back() {
     assert!(d.cut.is_none() && d.warnings.is_empty(), "{:?}", d.warnings);
     let got = dat_records(&dir);
     assert_eq!(got.len() as u64, p.written);
-    assert!(got.windows(2).all(|r| r[0].time < r[1].time), "records out of order");
+    assert!(
+        got.windows(2).all(|r| r[0].time < r[1].time),
+        "records out of order"
+    );
     assert!(got.len() as u64 > 10 * chunks * 256 - 256);
     // Everything but the chunk still being written is free again.
     assert_eq!(pool.free_chunks_hint(), chunks - 1);
@@ -198,7 +205,11 @@ fn records_without_room_are_lost_and_announced() {
     drop(w);
     assert_eq!(p.lost, 1000);
     let got = dat_records(&dir);
-    let lost: u64 = got.iter().filter(|r| r.kind == RecordType::Lost).map(|r| r.addr).sum();
+    let lost: u64 = got
+        .iter()
+        .filter(|r| r.kind == RecordType::Lost)
+        .map(|r| r.addr)
+        .sum();
     let kept = got.iter().filter(|r| r.kind != RecordType::Lost).count() as u64;
     assert_eq!((kept, lost), (p.written, p.lost));
 }
@@ -218,13 +229,24 @@ fn a_thread_that_never_had_a_chunk_is_still_accounted_for() {
     let mut short = Producer::with_tid(pool, TID + 1);
     short.write(6);
     assert_eq!(short.lost, 6);
-    pool.slot(short.slot).state.store(slot_state::EXITED, Release);
+    pool.slot(short.slot)
+        .state
+        .store(slot_state::EXITED, Release);
     d.pass(&mut w, false).unwrap();
-    assert_eq!(pool.slot(short.slot).state.load(Acquire), slot_state::FREE, "its slot is freed");
+    assert_eq!(
+        pool.slot(short.slot).state.load(Acquire),
+        slot_state::FREE,
+        "its slot is freed"
+    );
     d.pass(&mut w, true).unwrap();
     d.finish_threads(&mut w).unwrap();
     drop(w);
-    let bytes = std::fs::read(dir.path().join("trace").join(data_file_name(TID as u32 + 1))).unwrap();
+    let bytes = std::fs::read(
+        dir.path()
+            .join("trace")
+            .join(data_file_name(TID as u32 + 1)),
+    )
+    .unwrap();
     let got: Vec<Record> = bytes
         .chunks_exact(16)
         .map(|c| Record::from_bytes(c.try_into().unwrap()).unwrap())
@@ -261,10 +283,20 @@ fn a_kernels_header_message_is_read_back() {
     let mut d = Drain::new(pool);
     d.pass(&mut w, false).unwrap();
     let got = d.kernel.as_ref().expect("the header message");
-    assert_eq!((got.start_tsc, got.tsc_hz, got.load_address, got.session_id), (123, 2_600_000_000, 0x10_0000, 99));
+    assert_eq!(
+        (got.start_tsc, got.tsc_hz, got.load_address, got.session_id),
+        (123, 2_600_000_000, 0x10_0000, 99)
+    );
     assert_eq!(got.image_name, b"guest");
-    assert!(got.cmdline.len() > 300 && long_cmdline.starts_with(&got.cmdline), "cut to fit, not garbled");
-    assert!(d.warnings.iter().any(|w| w.contains("checksum")), "{:?}", d.warnings);
+    assert!(
+        got.cmdline.len() > 300 && long_cmdline.starts_with(&got.cmdline),
+        "cut to fit, not garbled"
+    );
+    assert!(
+        d.warnings.iter().any(|w| w.contains("checksum")),
+        "{:?}",
+        d.warnings
+    );
 }
 
 /// Overwriting the header's geometry, the free list head or a chunk's state cuts the trace:
@@ -281,8 +313,12 @@ fn overwritten_control_words_cut_the_trace() {
             // SAFETY: as above.
             unsafe { (*(p.base() as *mut PoolHeader)).magic[3] = b'X' }
         }),
-        ("the free list head", |p| p.header().free_head.0.store(0xdead_beef_dead_beef, Relaxed)),
-        ("a chunk descriptor's state", |p| p.desc(3).state.store(77, Relaxed)),
+        ("the free list head", |p| {
+            p.header().free_head.0.store(0xdead_beef_dead_beef, Relaxed)
+        }),
+        ("a chunk descriptor's state", |p| {
+            p.desc(3).state.store(77, Relaxed)
+        }),
     ];
     for (what, scribble) in scribbles {
         let mut mem = Mem::new(POOL_LEN);
@@ -300,7 +336,11 @@ fn overwritten_control_words_cut_the_trace() {
         let beat = pool.header().consumer_heartbeat.0.load(Relaxed);
         assert_eq!(d.pass(&mut w, false).unwrap(), 0);
         assert_eq!(d.pass(&mut w, true).unwrap(), 0);
-        assert_eq!(pool.header().consumer_heartbeat.0.load(Relaxed), beat, "{what}: heartbeat");
+        assert_eq!(
+            pool.header().consumer_heartbeat.0.load(Relaxed),
+            beat,
+            "{what}: heartbeat"
+        );
         let cut = d.cut.clone().unwrap_or_else(|| panic!("{what}: not cut"));
         assert!(cut.contains(what) && cut.contains("512 records"), "{cut}");
         d.finish_threads(&mut w).unwrap();
@@ -352,7 +392,8 @@ fn random_scribbles_never_panic_or_grow_without_bound() {
                 };
                 // Mostly a state the protocol knows (an unknown one cuts at once), so that the
                 // rest of the drain meets the damage too.
-                let state_word = at >= l.descs_offset && at < l.slots_offset && (at - l.descs_offset) % 64 == 24;
+                let state_word =
+                    at >= l.descs_offset && at < l.slots_offset && (at - l.descs_offset) % 64 == 24;
                 if state_word && !rng.next().is_multiple_of(16) {
                     value = (value & !0xffff_ffff) | (value % 3);
                 }
@@ -364,6 +405,10 @@ fn random_scribbles_never_panic_or_grow_without_bound() {
         }
         d.finish_threads(&mut w).unwrap();
         assert!(d.threads.len() <= MAX_THREADS);
-        assert!(d.warnings.len() <= 33, "seed {seed}: {} warnings", d.warnings.len());
+        assert!(
+            d.warnings.len() <= 33,
+            "seed {seed}: {} warnings",
+            d.warnings.len()
+        );
     }
 }

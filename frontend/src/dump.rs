@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use vftrace_format::clock::ClockMap;
 use vftrace_format::dir::TraceDirWriter;
-use vftrace_format::pool::{Pool, PoolParams};
 use vftrace_format::pool::read::{self as pool_read, SlotInfo, ThreadRecords};
+use vftrace_format::pool::{Pool, PoolParams};
 use vftrace_format::record::Record;
 use vftrace_format::task::TaskLine;
 
@@ -54,7 +54,15 @@ pub fn init(capacity_bytes: usize, mode: Mode) -> Result<(), InitError> {
             let params = PoolParams::new(CHUNK_BYTES, mode.pool_mode());
             // SAFETY: both blocks are fresh, zeroed, page aligned and kept for the program.
             let pool = unsafe {
-                setup::start(mem, capacity_bytes, arena, arena_len, &params, &backend::Config::NONE, &platform)
+                setup::start(
+                    mem,
+                    capacity_bytes,
+                    arena,
+                    arena_len,
+                    &params,
+                    &backend::Config::NONE,
+                    &platform,
+                )
             }?;
             (pool, false)
         }
@@ -120,7 +128,10 @@ fn describe(s: &DumpSummary) -> String {
         line += &format!(", {} records lost (buffer full)", s.lost);
     }
     if s.unrecorded > 0 {
-        line += &format!(", {} calls not recorded (shadow stack full or signal during tracing)", s.unrecorded);
+        line += &format!(
+            ", {} calls not recorded (shadow stack full or signal during tracing)",
+            s.unrecorded
+        );
     }
     if !s.unwinder_wrapped {
         line += "; note: the unwinder is linked statically, so exceptions and panics through traced frames are not supported";
@@ -205,8 +216,15 @@ fn write_directory(session: &Session, dir: &Path) -> io::Result<DumpSummary> {
         threads.sort_by_key(|s| s.start_tsc);
         let mut first = None;
         for s in threads.iter() {
-            let (t, written) =
-                write_thread(&mut writer, pool, &clock, tid, s, chunks.get(&s.serial), session.mode)?;
+            let (t, written) = write_thread(
+                &mut writer,
+                pool,
+                &clock,
+                tid,
+                s,
+                chunks.get(&s.serial),
+                session.mode,
+            )?;
             first = first.or(t);
             summary.threads += 1;
             summary.records += written;
@@ -260,9 +278,11 @@ fn write_thread(
     for c in chunks.into_iter().flatten() {
         raw.clear();
         records.clear();
-        pool_read::read_chunk(pool, c, &mut raw).map_err(|e| io::Error::other(format!("thread {tid}: {e}")))?;
-        conv.push(&raw, &mut records)
-            .map_err(|(k, e)| io::Error::other(format!("thread {tid}, chunk {}, record {k}: {e}", c.index)))?;
+        pool_read::read_chunk(pool, c, &mut raw)
+            .map_err(|e| io::Error::other(format!("thread {tid}: {e}")))?;
+        conv.push(&raw, &mut records).map_err(|(k, e)| {
+            io::Error::other(format!("thread {tid}, chunk {}, record {k}: {e}", c.index))
+        })?;
         written += records.len() as u64;
         writer.write_records(tid, records.drain(..))?;
     }

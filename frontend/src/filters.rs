@@ -2,10 +2,10 @@
 //! become address ranges of this process's functions, matched against each function's name as
 //! uftrace shows it (Rust names demangled without hashes, C++ names demangled), in the
 //! executable and every library loaded when tracing starts.
-use vftrace_format::abi::{action, Config, FilterRange};
 use regex::RegexSet;
 use std::ffi::CStr;
 use std::path::PathBuf;
+use vftrace_format::abi::{action, Config, FilterRange};
 use vftrace_format::recording::{FILTER_VAR, NOTRACE_VAR};
 
 /// The filter part of the options; `Config::NONE` when none were asked for or none can be used

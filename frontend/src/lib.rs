@@ -11,11 +11,11 @@ pub use backend::{disable, enable, rdtsc, unwind_begin, InitError, Mode};
 #[doc(hidden)]
 pub use backend::{disable_here, walk_end};
 mod setup;
-pub use setup::{init_drained, init_with_buffer, WhenFull};
 #[doc(hidden)]
 pub use setup::pool as active_pool;
-pub mod stream;
+pub use setup::{init_drained, init_with_buffer, WhenFull};
 pub mod probe;
+pub mod stream;
 pub use probe::probe;
 
 #[cfg(feature = "std")]

@@ -145,7 +145,9 @@ fn start_kernel(
 ) -> Result<Pool, InitError> {
     let state = backend::state_size();
     let start_addr = (buffer.as_mut_ptr() as usize).next_multiple_of(4096);
-    let usable = buffer.len().saturating_sub(start_addr - buffer.as_ptr() as usize);
+    let usable = buffer
+        .len()
+        .saturating_sub(start_addr - buffer.as_ptr() as usize);
     // A few threads' states (CPUs, tasks), at most an eighth of the buffer.
     let states = (usable / 8 / state).clamp(1, 8);
     let arena_len = states * state + 64;

@@ -74,7 +74,8 @@ pub fn write_trace(
                 writer.records(tid, first, &chunk[..n])?;
                 first += n as u64;
             }
-            let load = |c: &core::sync::atomic::AtomicU64| c.load(core::sync::atomic::Ordering::Relaxed);
+            let load =
+                |c: &core::sync::atomic::AtomicU64| c.load(core::sync::atomic::Ordering::Relaxed);
             let stats = ThreadStats {
                 tid,
                 records: first,

@@ -223,6 +223,10 @@ fn main() {
     }
     if trace {
         let s = vftrace::dump(&out).unwrap_or_else(|e| panic!("vftrace::dump({out}): {e}"));
-        eprintln!("vftrace: wrote {out}: {} (TSC {:.3} MHz)", s.describe(), s.tsc_hz / 1e6);
+        eprintln!(
+            "vftrace: wrote {out}: {} (TSC {:.3} MHz)",
+            s.describe(),
+            s.tsc_hz / 1e6
+        );
     }
 }

@@ -40,7 +40,9 @@ impl Pool {
             return Err(PoolError::BadVersion(version));
         }
         if total != len as u64 {
-            return Err(PoolError::BadGeometry("total size differs from the memory's"));
+            return Err(PoolError::BadGeometry(
+                "total size differs from the memory's",
+            ));
         }
         let mode = PoolMode::from_u32(mode).ok_or(PoolError::BadGeometry("unknown mode"))?;
         if messages > 4096 || slots > (len / size_of::<ThreadSlot>()) as u32 || slots == 0 {
@@ -96,16 +98,46 @@ impl Pool {
             [
                 (rv(&h.magic) == POOL_MAGIC, "the header's magic"),
                 (rv(&h.version) == POOL_VERSION, "the header's version"),
-                (rv(&h.header_bytes) as usize == HEADER_BYTES, "the header's size"),
-                (rv(&h.total_bytes) == l.total_bytes as u64, "the header's total size"),
-                (rv(&h.chunk_bytes) as usize == l.chunk_bytes, "the header's chunk size"),
-                (rv(&h.chunk_count) as usize == l.chunk_count, "the header's chunk count"),
-                (rv(&h.slot_count) as usize == l.slot_count, "the header's thread slot count"),
-                (rv(&h.message_count) as usize == l.message_count, "the header's message count"),
-                (rv(&h.descs_offset) == l.descs_offset as u64, "the header's table offsets"),
-                (rv(&h.slots_offset) == l.slots_offset as u64, "the header's table offsets"),
-                (rv(&h.messages_offset) == l.messages_offset as u64, "the header's table offsets"),
-                (rv(&h.data_offset) == l.data_offset as u64, "the header's table offsets"),
+                (
+                    rv(&h.header_bytes) as usize == HEADER_BYTES,
+                    "the header's size",
+                ),
+                (
+                    rv(&h.total_bytes) == l.total_bytes as u64,
+                    "the header's total size",
+                ),
+                (
+                    rv(&h.chunk_bytes) as usize == l.chunk_bytes,
+                    "the header's chunk size",
+                ),
+                (
+                    rv(&h.chunk_count) as usize == l.chunk_count,
+                    "the header's chunk count",
+                ),
+                (
+                    rv(&h.slot_count) as usize == l.slot_count,
+                    "the header's thread slot count",
+                ),
+                (
+                    rv(&h.message_count) as usize == l.message_count,
+                    "the header's message count",
+                ),
+                (
+                    rv(&h.descs_offset) == l.descs_offset as u64,
+                    "the header's table offsets",
+                ),
+                (
+                    rv(&h.slots_offset) == l.slots_offset as u64,
+                    "the header's table offsets",
+                ),
+                (
+                    rv(&h.messages_offset) == l.messages_offset as u64,
+                    "the header's table offsets",
+                ),
+                (
+                    rv(&h.data_offset) == l.data_offset as u64,
+                    "the header's table offsets",
+                ),
                 (rv(&h.mode) == self.mode as u32, "the header's mode"),
                 (rv(&h.flags) == self.flags, "the header's flags"),
             ]
@@ -189,7 +221,11 @@ impl Pool {
             let mut copy = [0u8; MESSAGE_PAYLOAD];
             // SAFETY: READY (Acquire) hands the payload to the consumer until it stores FREE.
             unsafe {
-                core::ptr::copy_nonoverlapping(cell.payload.get() as *const u8, copy.as_mut_ptr(), len)
+                core::ptr::copy_nonoverlapping(
+                    cell.payload.get() as *const u8,
+                    copy.as_mut_ptr(),
+                    len,
+                )
             };
             let kind = cell.kind.load(Relaxed);
             cell.state.store(message_state::FREE, Release);

@@ -12,14 +12,14 @@
 //! ([`Drain::cut`]), with everything drained before kept. What the drain keeps is bounded
 //! whatever the pool says: at most [`MAX_THREADS`] threads (about 300 bytes each) and
 //! [`MAX_MESSAGES`] messages.
-use std::collections::{BTreeMap, HashMap};
-use crate::clock::ClockMap;
-use crate::dir::TraceDirWriter;
 use super::{
     message_kind, slot_state, DlopenMessage, ForkMessage, HeaderMessage, Pool, PoolMode,
     SessionMessage,
 };
+use crate::clock::ClockMap;
+use crate::dir::TraceDirWriter;
 use crate::stream::OwnedHeader;
+use std::collections::{BTreeMap, HashMap};
 
 use super::read::{self as pool_read, ChunkRef, SlotInfo, ThreadRecords};
 use crate::record::Record;
@@ -166,7 +166,8 @@ impl Drain {
     /// Stops reading the pool for good: `why` names what was overwritten.
     fn cut_trace(&mut self, why: String) {
         let records = self.totals.records;
-        let w = format!("{why}; the trace is cut there ({records} records drained before are kept)");
+        let w =
+            format!("{why}; the trace is cut there ({records} records drained before are kept)");
         // Said once: no pass runs after this one.
         self.warnings.push(w.clone());
         self.cut = Some(w);
@@ -196,7 +197,12 @@ impl Drain {
                 }
                 return Ok(0);
             }
-            let Some(slot) = chunks.first().map(|c| self.pool.desc(c.index).slot.load(std::sync::atomic::Ordering::Relaxed)) else {
+            let Some(slot) = chunks.first().map(|c| {
+                self.pool
+                    .desc(c.index)
+                    .slot
+                    .load(std::sync::atomic::Ordering::Relaxed)
+            }) else {
                 return Ok(0);
             };
             let info = (slot < self.pool.slot_count())
@@ -219,7 +225,11 @@ impl Drain {
                     info,
                     slot,
                     next_seq: 0,
-                    records: ThreadRecords::new(clock.converter(), ring, if ring { info.overwritten } else { 0 }),
+                    records: ThreadRecords::new(
+                        clock.converter(),
+                        ring,
+                        if ring { info.overwritten } else { 0 },
+                    ),
                     ended: false,
                     cut: None,
                     written: 0,
@@ -321,9 +331,15 @@ impl Drain {
         let ring = self.pool.mode() == PoolMode::Ring;
         let clock = self.clock.expect("pass() checked");
         for i in 0..self.pool.slot_count() {
-            let Some(info) = pool_read::slot_info(&self.pool, i) else { continue };
+            let Some(info) = pool_read::slot_info(&self.pool, i) else {
+                continue;
+            };
             // After the state (Acquire): an ended thread's count of chunks is final.
-            let chunks = self.pool.slot(i).chunks.load(std::sync::atomic::Ordering::Relaxed);
+            let chunks = self
+                .pool
+                .slot(i)
+                .chunks
+                .load(std::sync::atomic::Ordering::Relaxed);
             if chunks != 0 || !(info.exited || last) || self.threads.contains_key(&info.serial) {
                 continue;
             }
@@ -337,7 +353,11 @@ impl Drain {
                     info,
                     slot: i,
                     next_seq: 0,
-                    records: ThreadRecords::new(clock.converter(), ring, if ring { info.overwritten } else { 0 }),
+                    records: ThreadRecords::new(
+                        clock.converter(),
+                        ring,
+                        if ring { info.overwritten } else { 0 },
+                    ),
                     ended: true,
                     cut: None,
                     written: 0,
@@ -352,10 +372,15 @@ impl Drain {
         for t in self.threads.values_mut() {
             // (A thread whose slot is freed already may come back "ended" from a hostile pool.)
             if t.ended && t.slot != u32::MAX {
-                if let Some(info) = pool_read::slot_info(&self.pool, t.slot).filter(|i| i.serial == t.info.serial) {
+                if let Some(info) =
+                    pool_read::slot_info(&self.pool, t.slot).filter(|i| i.serial == t.info.serial)
+                {
                     t.info = info;
                     if info.exited {
-                        self.pool.slot(t.slot).state.store(slot_state::FREE, std::sync::atomic::Ordering::Release);
+                        self.pool
+                            .slot(t.slot)
+                            .state
+                            .store(slot_state::FREE, std::sync::atomic::Ordering::Release);
                         t.ended = false;
                         t.slot = u32::MAX;
                     }
@@ -372,13 +397,18 @@ impl Drain {
         let trusted = self.cut.is_none();
         for t in self.threads.values_mut() {
             if trusted && t.slot != u32::MAX {
-                if let Some(info) = pool_read::slot_info(&self.pool, t.slot).filter(|i| i.serial == t.info.serial) {
+                if let Some(info) =
+                    pool_read::slot_info(&self.pool, t.slot).filter(|i| i.serial == t.info.serial)
+                {
                     t.info = info;
                 }
             }
-            let end = clock.converter().convert(t.info.end_tsc.max(t.info.start_tsc));
+            let end = clock
+                .converter()
+                .convert(t.info.end_tsc.max(t.info.start_tsc));
             self.out.clear();
-            t.records.finish(t.info.missing_records(), end, &mut self.out);
+            t.records
+                .finish(t.info.missing_records(), end, &mut self.out);
             t.written += self.out.len() as u64;
             writer.write_records(t.info.tid as u32, self.out.drain(..))?;
         }
@@ -437,7 +467,9 @@ impl Drain {
             match &self.kernel {
                 None => self.kernel = Some(h),
                 Some(first) if *first == h => {}
-                Some(_) => self.warn("the kernel posted a second, different header; the first one is kept".into()),
+                Some(_) => self.warn(
+                    "the kernel posted a second, different header; the first one is kept".into(),
+                ),
             }
         }
         let kept = self.sessions.len() + self.forks.len() + self.libraries.len();

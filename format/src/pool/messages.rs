@@ -172,7 +172,8 @@ pub struct HeaderMessage;
 impl HeaderMessage {
     /// Bytes of the frame besides the name and the command line: framing, 47 bytes of fixed
     /// fields (the name's length among them) and the command line's length.
-    const FIXED: usize = crate::stream::FRAME_HEADER_SIZE + crate::stream::FRAME_TRAILER_SIZE + 47 + 2;
+    const FIXED: usize =
+        crate::stream::FRAME_HEADER_SIZE + crate::stream::FRAME_TRAILER_SIZE + 47 + 2;
 
     /// Encodes `h` into `out`; returns the length (0 if it could not be encoded).
     pub fn encode(h: &crate::stream::Header<'_>, out: &mut [u8; MESSAGE_PAYLOAD]) -> usize {
@@ -193,7 +194,9 @@ impl HeaderMessage {
 
     /// The header in a message's payload, checked as a stream frame (checksum included).
     #[cfg(feature = "std")]
-    pub fn decode(payload: &[u8]) -> Result<crate::stream::OwnedHeader, crate::stream::StreamError> {
+    pub fn decode(
+        payload: &[u8],
+    ) -> Result<crate::stream::OwnedHeader, crate::stream::StreamError> {
         use crate::stream::{Payload, StreamErrorKind, StreamReader};
         match StreamReader::new(payload).next() {
             Some(Ok(frame)) => match frame.payload {

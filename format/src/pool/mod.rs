@@ -292,7 +292,10 @@ impl PoolParams {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PoolError {
     /// Too small for the header, the tables and at least one chunk.
-    TooSmall { needed: usize, have: usize },
+    TooSmall {
+        needed: usize,
+        have: usize,
+    },
     BadChunkSize(u32),
     BadMagic,
     BadVersion(u32),
@@ -428,7 +431,11 @@ impl Pool {
         h.next_ticket.0.store(1, Relaxed);
         // Free list: 0 -> 1 -> ... -> n-1, so threads start at the beginning of the pool.
         for i in 0..layout.chunk_count {
-            let next = if i + 1 < layout.chunk_count { i as u32 + 2 } else { NONE };
+            let next = if i + 1 < layout.chunk_count {
+                i as u32 + 2
+            } else {
+                NONE
+            };
             pool.desc(i as u32).next_free.store(next, Relaxed);
         }
         h.free_count.store(layout.chunk_count as u64, Relaxed);
@@ -477,7 +484,9 @@ impl Pool {
         assert!((i as usize) < self.layout.chunk_count);
         // SAFETY: in range; descriptors are atomics.
         unsafe {
-            &*(self.base.add(self.layout.descs_offset + i as usize * size_of::<ChunkDesc>())
+            &*(self
+                .base
+                .add(self.layout.descs_offset + i as usize * size_of::<ChunkDesc>())
                 as *const ChunkDesc)
         }
     }
@@ -494,7 +503,9 @@ impl Pool {
         assert!((i as usize) < self.layout.slot_count);
         // SAFETY: in range; slots are atomics.
         unsafe {
-            &*(self.base.add(self.layout.slots_offset + i as usize * size_of::<ThreadSlot>())
+            &*(self
+                .base
+                .add(self.layout.slots_offset + i as usize * size_of::<ThreadSlot>())
                 as *const ThreadSlot)
         }
     }
@@ -503,7 +514,9 @@ impl Pool {
         assert!(i < self.layout.message_count);
         // SAFETY: in range; cells are atomics plus a payload guarded by `state`.
         unsafe {
-            &*(self.base.add(self.layout.messages_offset + i * size_of::<MessageCell>())
+            &*(self
+                .base
+                .add(self.layout.messages_offset + i * size_of::<MessageCell>())
                 as *const MessageCell)
         }
     }
@@ -512,7 +525,10 @@ impl Pool {
     pub fn chunk_data(&self, i: u32) -> *mut [u64; 2] {
         assert!((i as usize) < self.layout.chunk_count);
         // SAFETY: in range of the data area.
-        let p = unsafe { self.base.add(self.layout.data_offset + i as usize * self.layout.chunk_bytes) };
+        let p = unsafe {
+            self.base
+                .add(self.layout.data_offset + i as usize * self.layout.chunk_bytes)
+        };
         p as *mut [u64; 2]
     }
 
@@ -616,12 +632,21 @@ impl Pool {
             let cell = self.message((ticket as usize + k) % n);
             if cell
                 .state
-                .compare_exchange(message_state::FREE, message_state::WRITING, Acquire, Relaxed)
+                .compare_exchange(
+                    message_state::FREE,
+                    message_state::WRITING,
+                    Acquire,
+                    Relaxed,
+                )
                 .is_ok()
             {
                 // SAFETY: WRITING gives this producer the payload until READY is stored.
                 unsafe {
-                    core::ptr::copy_nonoverlapping(payload.as_ptr(), cell.payload.get() as *mut u8, len)
+                    core::ptr::copy_nonoverlapping(
+                        payload.as_ptr(),
+                        cell.payload.get() as *mut u8,
+                        len,
+                    )
                 };
                 cell.kind.store(kind, Relaxed);
                 cell.len.store(len as u32, Relaxed);

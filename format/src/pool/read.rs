@@ -103,7 +103,11 @@ pub fn chunk_ref(pool: &Pool, i: u32) -> Option<ChunkRef> {
 /// Appends chunk `c`'s records (raw words: time, packed word) to `out`. Returns how many, or
 /// None if the chunk was reused while it was read (its records are then not the ones `c`
 /// describes and are dropped).
-pub fn read_chunk(pool: &Pool, c: &ChunkRef, out: &mut Vec<[u64; 2]>) -> Result<Option<usize>, PoolError> {
+pub fn read_chunk(
+    pool: &Pool,
+    c: &ChunkRef,
+    out: &mut Vec<[u64; 2]>,
+) -> Result<Option<usize>, PoolError> {
     let (data, count) = pool.readable(c.index)?;
     let start = out.len();
     out.reserve(count);
@@ -169,7 +173,10 @@ impl ThreadRecords {
         for (k, &[time, word]) in raw.iter().enumerate() {
             let mut r = Record::from_words(time, word).map_err(|e| (k, e.to_string()))?;
             if r.more {
-                return Err((k, "a record with the `more` bit set (the backend writes none)".into()));
+                return Err((
+                    k,
+                    "a record with the `more` bit set (the backend writes none)".into(),
+                ));
             }
             r.time = self.to_ns.convert(r.time);
             if let Some(prev) = self.last {
@@ -202,7 +209,10 @@ impl ThreadRecords {
     /// stopped it.
     pub fn convert_in_place(&mut self, raw: &mut [[u64; 2]]) -> Converted {
         use crate::record::{RecordError, RecordType, RECORD_MAGIC};
-        assert!(self.repair.is_none(), "a ring's records are repaired, not converted in place");
+        assert!(
+            self.repair.is_none(),
+            "a ring's records are repaired, not converted in place"
+        );
         let mut last = self.last.map_or(0, |r| r.time);
         let mut out = Converted::default();
         let mut last_word = 0;
@@ -240,7 +250,11 @@ impl ThreadRecords {
     /// (`missing`: all records the thread should have had but has not, overwritten ones
     /// included) becomes one LOST record after the last one, at `end_ns` if there was none.
     pub fn finish(&mut self, missing: u64, end_ns: u64, out: &mut Vec<crate::record::Record>) {
-        let said = self.announced.saturating_add(if self.first_ns.is_some() { self.overwritten } else { 0 });
+        let said = self.announced.saturating_add(if self.first_ns.is_some() {
+            self.overwritten
+        } else {
+            0
+        });
         let rest = missing.saturating_sub(said);
         if rest > 0 {
             let (time, depth) = self.last.map_or((end_ns, 0), |r| (r.time, r.depth));
@@ -279,7 +293,10 @@ mod tests {
         let done = fast.convert_in_place(&mut records);
         assert_eq!((done.count, done.error), (5, None));
         let bytes: Vec<u8> = out.iter().flat_map(|r| r.to_bytes()).collect();
-        let in_place: Vec<u8> = records.iter().flat_map(|[t, w]| [t.to_le_bytes(), w.to_le_bytes()].concat()).collect();
+        let in_place: Vec<u8> = records
+            .iter()
+            .flat_map(|[t, w]| [t.to_le_bytes(), w.to_le_bytes()].concat())
+            .collect();
         assert_eq!(bytes, in_place);
         assert_eq!(done.times, Some((out[0].time, out[4].time)));
         // Times never go back (the backward 1400 is clamped), LOST counts are kept.

@@ -27,7 +27,10 @@ fn layout_fits_and_attach_agrees() {
     for len in [64 << 10, 1 << 20, (8 << 20) + 12345] {
         let (mut m, p) = pool(len, 4096, PoolMode::StopWhenFull);
         let l = p.layout();
-        assert!(l.data_offset + l.chunk_count * l.chunk_bytes <= len, "{l:?}");
+        assert!(
+            l.data_offset + l.chunk_count * l.chunk_bytes <= len,
+            "{l:?}"
+        );
         assert!(l.data_offset % 4096 == 0);
         // SAFETY: same memory.
         let q = unsafe { Pool::attach(m.ptr(), len) }.unwrap();
@@ -47,9 +50,15 @@ fn attach_rejects_a_bad_header() {
             PoolError::BadGeometry("offsets or chunk count")
         );
         (*h).version = 9;
-        assert_eq!(Pool::attach(m.ptr(), 1 << 20).unwrap_err(), PoolError::BadVersion(9));
+        assert_eq!(
+            Pool::attach(m.ptr(), 1 << 20).unwrap_err(),
+            PoolError::BadVersion(9)
+        );
         (*h).magic[0] = 0;
-        assert_eq!(Pool::attach(m.ptr(), 1 << 20).unwrap_err(), PoolError::BadMagic);
+        assert_eq!(
+            Pool::attach(m.ptr(), 1 << 20).unwrap_err(),
+            PoolError::BadMagic
+        );
         assert!(matches!(
             Pool::attach(m.ptr(), 100),
             Err(PoolError::TooSmall { .. })

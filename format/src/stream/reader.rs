@@ -186,9 +186,7 @@ impl Tally {
         match payload {
             Payload::Header(_) if self.header => return bad("a second header frame".into()),
             Payload::Header(_) => self.header = true,
-            _ if !self.header => {
-                return bad("the stream does not start with a header frame".into())
-            }
+            _ if !self.header => return bad("the stream does not start with a header frame".into()),
             Payload::Records {
                 tid,
                 first_index,
@@ -388,11 +386,7 @@ impl<'a> Fields<'a> {
     }
 }
 
-fn decode_payload(
-    kind: FrameType,
-    version: u16,
-    bytes: &[u8],
-) -> Result<Payload, StreamErrorKind> {
+fn decode_payload(kind: FrameType, version: u16, bytes: &[u8]) -> Result<Payload, StreamErrorKind> {
     let mut f = Fields { bytes };
     let payload = match kind {
         FrameType::Header => {
@@ -671,7 +665,10 @@ mod tests {
             assert!(err.is_some(), "repeating frame {i} not detected");
         }
         let (_, err) = decode(&bytes[bounds[1].0..]);
-        assert!(err.unwrap().to_string().contains("does not start with a header"));
+        assert!(err
+            .unwrap()
+            .to_string()
+            .contains("does not start with a header"));
     }
 
     #[test]
@@ -716,7 +713,8 @@ mod tests {
         let mut offset = 0;
         let bytes = sample_stream();
         while offset < bytes.len() {
-            let len = u32::from_le_bytes(bytes[offset + 8..offset + 12].try_into().unwrap()) as usize;
+            let len =
+                u32::from_le_bytes(bytes[offset + 8..offset + 12].try_into().unwrap()) as usize;
             let kind = u16::from_le_bytes([bytes[offset + 6], bytes[offset + 7]]);
             let mut payload = bytes[offset + 12..offset + 12 + len].to_vec();
             if kind == FrameType::Markers as u16 {
@@ -745,10 +743,16 @@ mod tests {
         let Payload::Markers { markers, .. } = &frames[4].payload else {
             panic!()
         };
-        assert_eq!((markers[1].tsc, markers[1].phase, markers[1].tsc_after), (250, 2, 0));
+        assert_eq!(
+            (markers[1].tsc, markers[1].phase, markers[1].tsc_after),
+            (250, 2, 0)
+        );
         let mut v3 = sample_stream();
         v3[4] = 3;
-        assert!(matches!(decode(&v3).1.unwrap().kind, StreamErrorKind::BadCrc { .. }));
+        assert!(matches!(
+            decode(&v3).1.unwrap().kind,
+            StreamErrorKind::BadCrc { .. }
+        ));
     }
 
     #[test]

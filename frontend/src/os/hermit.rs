@@ -48,8 +48,8 @@ pub fn platform() -> Platform {
 }
 
 fn zeroed(bytes: usize) -> Result<*mut u8, InitError> {
-    let layout =
-        std::alloc::Layout::from_size_align(bytes.max(1), 4096).map_err(|_| InitError::OutOfMemory)?;
+    let layout = std::alloc::Layout::from_size_align(bytes.max(1), 4096)
+        .map_err(|_| InitError::OutOfMemory)?;
     // SAFETY: the layout has a non-zero size; the block is kept for the program.
     let p = unsafe { std::alloc::alloc_zeroed(layout) };
     if p.is_null() {

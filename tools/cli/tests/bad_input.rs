@@ -43,7 +43,10 @@ fn run_within(cmd: &mut Command, limit: Duration) -> Output {
         true
     });
     let out = child.wait_with_output().unwrap();
-    assert!(!killer.join().unwrap(), "{cmd:?} did not finish within {limit:?}");
+    assert!(
+        !killer.join().unwrap(),
+        "{cmd:?} did not finish within {limit:?}"
+    );
     out
 }
 
@@ -188,7 +191,12 @@ fn outputs_that_would_overwrite_an_input_are_refused() {
     let t = trace_dir(&d);
     let dat = t.join("1.dat");
     let data = std::fs::read(&dat).unwrap();
-    let r = run(vftrace().arg("convert").arg(&t).arg("-o").arg(&dat).args(["-f", "json"]));
+    let r = run(vftrace()
+        .arg("convert")
+        .arg(&t)
+        .arg("-o")
+        .arg(&dat)
+        .args(["-f", "json"]));
     assert_fails_with(&r, &["refusing", "lies inside the input"]);
     assert_eq!(std::fs::read(&dat).unwrap(), data);
 
@@ -205,7 +213,12 @@ fn outputs_that_would_overwrite_an_input_are_refused() {
 
     let kvm = d.join("k.json");
     std::fs::write(&kvm, "# vftrace kvm capture v1\nclock x86-tsc\nend 0\n").unwrap();
-    let r = run(vftrace().arg("merge").arg("--kvm").arg(&kvm).arg("-o").arg(&kvm));
+    let r = run(vftrace()
+        .arg("merge")
+        .arg("--kvm")
+        .arg(&kvm)
+        .arg("-o")
+        .arg(&kvm));
     assert_fails_with(&r, &["refusing"]);
     assert!(std::fs::read_to_string(&kvm).unwrap().ends_with("end 0\n"));
 
@@ -219,13 +232,18 @@ fn outputs_that_would_overwrite_an_input_are_refused() {
 
 /// tracefs is there and writable (root): what `vftrace kvm` needs.
 fn kvm_recording_possible() -> bool {
-    let root = std::fs::read_to_string("/proc/self/status")
-        .is_ok_and(|s| s.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0")));
+    let root = std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
+        s.lines()
+            .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+    });
     let tracefs = Path::new("/sys/kernel/tracing/instances").exists()
         || Path::new("/sys/kernel/debug/tracing/instances").exists();
     let kvm = Path::new("/sys/module/kvm").exists();
     if !(root && tracefs && kvm) {
-        vftrace_testsupport::missing("root, tracefs and the kvm module", "`vftrace kvm` records from tracefs");
+        vftrace_testsupport::missing(
+            "root, tracefs and the kvm module",
+            "`vftrace kvm` records from tracefs",
+        );
         return false;
     }
     true
@@ -241,13 +259,19 @@ fn kvm_that_cannot_start_keeps_the_previous_output() {
     let d = scratch("kvm-start");
     let notes = d.join("notes.txt");
     std::fs::write(&notes, "my notes").unwrap();
-    let r = run(vftrace().args(["kvm", "-q", "-o"]).arg(&notes).args(["--", "/no/such/cmd"]));
+    let r = run(vftrace()
+        .args(["kvm", "-q", "-o"])
+        .arg(&notes)
+        .args(["--", "/no/such/cmd"]));
     assert_fails_with(&r, &["/no/such/cmd"]);
     assert_eq!(std::fs::read_to_string(&notes).unwrap(), "my notes");
     let r = run(vftrace()
         .args(["kvm", "-q", "--buffer-kb", "4000000000", "-d", "1", "-o"])
         .arg(&notes));
-    assert!(!r.status.success(), "a buffer of 4 TB per CPU cannot be had");
+    assert!(
+        !r.status.success(),
+        "a buffer of 4 TB per CPU cannot be had"
+    );
     assert_eq!(std::fs::read_to_string(&notes).unwrap(), "my notes");
     assert_eq!(names(&d), ["notes.txt"]);
     let _ = std::fs::remove_dir_all(&d);
@@ -278,8 +302,16 @@ fn capture_says_what_is_wrong_with_the_stream_and_where() {
     let cases: [(&str, Vec<u8>, &str); 5] = [
         ("huge", with_at(header_len, &huge), "larger than the limit"),
         ("crc", with_at(header_len, &bad_crc), "checksum mismatch"),
-        ("version", with_at(header_len, &bad_version), "version 9 is not supported"),
-        ("header2", with_at(header_len, &good[bounds[0].clone()]), "a second header"),
+        (
+            "version",
+            with_at(header_len, &bad_version),
+            "version 9 is not supported",
+        ),
+        (
+            "header2",
+            with_at(header_len, &good[bounds[0].clone()]),
+            "a second header",
+        ),
         ("tid0", with_at(header_len, &tid0), "thread id 0"),
     ];
     for (name, bytes, cause) in cases {
@@ -319,7 +351,10 @@ fn capture_keeps_what_comes_before_a_bad_record() {
     if have_uftrace() {
         let replay = vftrace_testsupport::uftrace(&out, &["replay"]);
         let calls = replay.lines().filter(|l| l.contains("();")).count();
-        assert!(calls >= 1, "uftrace replays the call before the damage:\n{replay}");
+        assert!(
+            calls >= 1,
+            "uftrace replays the call before the damage:\n{replay}"
+        );
         let info = vftrace_testsupport::uftrace(&out, &["info"]);
         assert!(info.contains("/guest/guest"), "{info}");
     }
@@ -357,29 +392,46 @@ fn whole_file_reads_are_capped() {
     std::fs::remove_file(&info).unwrap();
     std::os::unix::fs::symlink("/dev/zero", &info).unwrap();
     let r = run_within(
-        vftrace().arg("convert").arg(&t).arg("-o").arg(d.join("o.json")),
+        vftrace()
+            .arg("convert")
+            .arg(&t)
+            .arg("-o")
+            .arg(d.join("o.json")),
         Duration::from_secs(20),
     );
     assert_fails_with(&r, &["info", "limit of 16 MiB"]);
 
     let t = trace_dir(&scratch("caps-sym"));
     let sym = t.join("guest.sym");
-    std::fs::File::create(&sym).unwrap().set_len(3 << 30).unwrap();
+    std::fs::File::create(&sym)
+        .unwrap()
+        .set_len(3 << 30)
+        .unwrap();
     let r = run_within(
-        vftrace().arg("convert").arg(&t).arg("-o").arg(d.join("o.json")),
+        vftrace()
+            .arg("convert")
+            .arg(&t)
+            .arg("-o")
+            .arg(d.join("o.json")),
         Duration::from_secs(20),
     );
     assert_fails_with(&r, &["guest.sym", "limit of 256 MiB"]);
     let _ = std::fs::remove_dir_all(t.parent().unwrap());
 
     let r = run_within(
-        vftrace().args(["merge", "--kvm", "/dev/zero", "--tsc-hz", "2GHz", "-o"]).arg(d.join("m.json")),
+        vftrace()
+            .args(["merge", "--kvm", "/dev/zero", "--tsc-hz", "2GHz", "-o"])
+            .arg(d.join("m.json")),
         Duration::from_secs(20),
     );
     assert_fails_with(&r, &["/dev/zero", "limit"]);
     let s = d.join("good.bin");
     let r = run_within(
-        vftrace().arg("capture").arg(&s).args(["--elf", "/dev/zero", "-o"]).arg(d.join("c")),
+        vftrace()
+            .arg("capture")
+            .arg(&s)
+            .args(["--elf", "/dev/zero", "-o"])
+            .arg(d.join("c")),
         Duration::from_secs(20),
     );
     assert_fails_with(&r, &["/dev/zero", "no ELF magic"]);
@@ -440,7 +492,10 @@ fn killed_kvm_recorder_leaves_a_readable_capture_and_no_child() {
     while processes_running(&sleeper).is_empty() && start.elapsed() < Duration::from_secs(20) {
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert!(!processes_running(&sleeper).is_empty(), "the command never started");
+    assert!(
+        !processes_running(&sleeper).is_empty(),
+        "the command never started"
+    );
     std::thread::sleep(Duration::from_millis(1500));
     recorder.kill().unwrap();
     recorder.wait().unwrap();
@@ -448,11 +503,23 @@ fn killed_kvm_recorder_leaves_a_readable_capture_and_no_child() {
     while !processes_running(&sleeper).is_empty() && start.elapsed() < Duration::from_secs(5) {
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert_eq!(processes_running(&sleeper), Vec::<String>::new(), "the command outlived its recorder");
+    assert_eq!(
+        processes_running(&sleeper),
+        Vec::<String>::new(),
+        "the command outlived its recorder"
+    );
     let text = std::fs::read_to_string(&capture).unwrap();
-    assert!(text.contains("\nsync ") && text.contains("\ncommand sleep 31.4159"), "{text}");
+    assert!(
+        text.contains("\nsync ") && text.contains("\ncommand sleep 31.4159"),
+        "{text}"
+    );
     let merged = d.join("m.json");
-    let strict = run(vftrace().arg("merge").arg("--kvm").arg(&capture).args(["--tsc-hz", "2GHz", "-o"]).arg(&merged));
+    let strict = run(vftrace()
+        .arg("merge")
+        .arg("--kvm")
+        .arg(&capture)
+        .args(["--tsc-hz", "2GHz", "-o"])
+        .arg(&merged));
     assert_fails_with(&strict, &["cut short", "--lenient"]);
     assert!(!merged.exists());
     let lenient = run(vftrace()
@@ -475,12 +542,22 @@ fn lenient_convert_and_merge_read_inputs_cut_short() {
     let t = trace_dir(&d);
     let dat = t.join("1.dat");
     let len = std::fs::metadata(&dat).unwrap().len();
-    std::fs::OpenOptions::new().write(true).open(&dat).unwrap().set_len(len - 8).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&dat)
+        .unwrap()
+        .set_len(len - 8)
+        .unwrap();
     let out = d.join("o.json");
     let r = run(vftrace().arg("convert").arg(&t).arg("-o").arg(&out));
     assert_fails_with(&r, &["truncated record", "--lenient", "was not written"]);
     assert!(!out.exists());
-    let r = run(vftrace().arg("convert").arg(&t).arg("--lenient").arg("-o").arg(&out));
+    let r = run(vftrace()
+        .arg("convert")
+        .arg(&t)
+        .arg("--lenient")
+        .arg("-o")
+        .arg(&out));
     assert!(r.status.success(), "{}", stderr(&r));
     assert!(stderr(&r).contains("truncated record"), "{}", stderr(&r));
     let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
@@ -492,10 +569,21 @@ fn lenient_convert_and_merge_read_inputs_cut_short() {
         .count();
     assert_eq!(slices, 2, "both calls before the cut: {json}");
     let m = d.join("m.json");
-    let r = run(vftrace().arg("merge").arg("--guest").arg(&t).arg("-o").arg(&m));
+    let r = run(vftrace()
+        .arg("merge")
+        .arg("--guest")
+        .arg(&t)
+        .arg("-o")
+        .arg(&m));
     assert_fails_with(&r, &["could not be read to the end", "--lenient"]);
     assert!(!m.exists());
-    let r = run(vftrace().arg("merge").arg("--guest").arg(&t).arg("--lenient").arg("-o").arg(&m));
+    let r = run(vftrace()
+        .arg("merge")
+        .arg("--guest")
+        .arg(&t)
+        .arg("--lenient")
+        .arg("-o")
+        .arg(&m));
     assert!(r.status.success(), "{}", stderr(&r));
     let _ = std::fs::remove_dir_all(&d);
 }
@@ -508,18 +596,44 @@ fn summaries_into_a_closed_pipe_still_write_their_outputs() {
     let d = scratch("closed-pipe");
     let t = trace_dir(&d);
     let with_stdout_closed = |cmd: &mut Command| {
-        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
         drop(child.stdout.take());
         let r = child.wait_with_output().unwrap();
         assert!(r.status.success(), "{:?}: {}", r.status, stderr(&r));
     };
     let m = d.join("m.json");
-    with_stdout_closed(vftrace().arg("merge").arg("--guest").arg(&t).arg("-o").arg(&m));
+    with_stdout_closed(
+        vftrace()
+            .arg("merge")
+            .arg("--guest")
+            .arg(&t)
+            .arg("-o")
+            .arg(&m),
+    );
     let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&m).unwrap()).unwrap();
-    assert!(json["traceEvents"].as_array().is_some_and(|e| !e.is_empty()), "{json}");
+    assert!(
+        json["traceEvents"]
+            .as_array()
+            .is_some_and(|e| !e.is_empty()),
+        "{json}"
+    );
     let t2 = d.join("T2");
-    with_stdout_closed(vftrace().arg("capture").arg(d.join("good.bin")).arg("-o").arg(&t2));
-    assert!(t2.join("info").is_file() && t2.join("1.dat").is_file(), "{:?}", names(&t2));
+    with_stdout_closed(
+        vftrace()
+            .arg("capture")
+            .arg(d.join("good.bin"))
+            .arg("-o")
+            .arg(&t2),
+    );
+    assert!(
+        t2.join("info").is_file() && t2.join("1.dat").is_file(),
+        "{:?}",
+        names(&t2)
+    );
     let _ = std::fs::remove_dir_all(&d);
 }
 
@@ -529,7 +643,11 @@ fn summaries_into_a_closed_pipe_still_write_their_outputs() {
 fn unknown_tid_is_reported_as_unknown() {
     let d = scratch("tid");
     let t = trace_dir(&d);
-    let r = run(vftrace().arg("convert").arg(&t).args(["--tid", "999", "-o"]).arg(d.join("o.json")));
+    let r = run(vftrace()
+        .arg("convert")
+        .arg(&t)
+        .args(["--tid", "999", "-o"])
+        .arg(d.join("o.json")));
     assert_fails_with(&r, &["no thread 999", "lists 1"]);
     assert!(!stderr(&r).contains("listed in info"));
     let _ = std::fs::remove_dir_all(&d);

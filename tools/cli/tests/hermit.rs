@@ -97,8 +97,14 @@ fn hermit_app_runs_to_completion_under_kvm() {
         assert!(console.contains(expected), "no {expected:?} in:\n{console}");
     }
     // Nothing was lost or left out (the summary would say so).
-    let summary = console.lines().find(|l| l.contains("vftrace: wrote")).unwrap();
-    assert!(!summary.contains("lost") && !summary.contains("not recorded"), "{summary}");
+    let summary = console
+        .lines()
+        .find(|l| l.contains("vftrace: wrote"))
+        .unwrap();
+    assert!(
+        !summary.contains("lost") && !summary.contains("not recorded"),
+        "{summary}"
+    );
     // The guest wrote its report onto the host through uhyve's file mapping.
     let report = std::fs::read_to_string(out.join("guest/report.txt")).unwrap();
     assert!(report.contains("fib(20) = 6765"), "{report}");

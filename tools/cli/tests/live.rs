@@ -86,7 +86,10 @@ fn calls(dir: &Path) -> std::collections::HashMap<String, u64> {
 
 fn assert_rounds(dir: &Path, rounds: u64, phases: &[&str]) {
     let got = calls(dir);
-    for (f, n) in ROUND.iter().filter(|(f, _)| phases.iter().any(|p| f.starts_with(p))) {
+    for (f, n) in ROUND
+        .iter()
+        .filter(|(f, _)| phases.iter().any(|p| f.starts_with(p)))
+    {
         assert_eq!(got.get(*f).copied(), Some(n * rounds), "{f}: {got:?}");
     }
 }
@@ -119,7 +122,14 @@ fn twelve_pools_arrive_whole_with_no_vm_exit_for_the_transfer() {
     let out = scratch("whole");
     let rounds = 40;
     let run = vftrace()
-        .args(["demo", "--timeout", "60", "--cmdline", &format!("wait rounds={rounds}"), "-o"])
+        .args([
+            "demo",
+            "--timeout",
+            "60",
+            "--cmdline",
+            &format!("wait rounds={rounds}"),
+            "-o",
+        ])
         .arg(&out)
         .output()
         .unwrap();
@@ -128,20 +138,30 @@ fn twelve_pools_arrive_whole_with_no_vm_exit_for_the_transfer() {
     let guest = out.join("guest.uftrace");
     assert_rounds(&guest, rounds, &["fib", "merge", "helper"]);
     let (entries, exits, lost) = record_kinds(&guest);
-    assert_eq!((entries, exits, lost), (rounds * CALLS_PER_ROUND, rounds * CALLS_PER_ROUND, 0));
+    assert_eq!(
+        (entries, exits, lost),
+        (rounds * CALLS_PER_ROUND, rounds * CALLS_PER_ROUND, 0)
+    );
     assert!(16 * (entries + exits) >= 10 * GUEST_POOL_BYTES, "{said}");
 
     // The judge of the exits: the host's kvm_pio/kvm_mmio events of this guest's QEMU (host.kvm
     // holds only its process tree), between the markers that open and close its workload
     // (FibStart, HelpersEnd).
-    let markers = vftrace_format::markers::read_guest_markers(&guest).unwrap().unwrap().markers;
+    let markers = vftrace_format::markers::read_guest_markers(&guest)
+        .unwrap()
+        .unwrap()
+        .markers;
     let value = |phase: u32| markers.iter().find(|m| m.phase == phase).unwrap().value as u64;
     let (start, end) = (value(2), value(7));
-    let events = vftrace_kvm::read_capture(&out.join("host.kvm")).unwrap().events;
+    let events = vftrace_kvm::read_capture(&out.join("host.kvm"))
+        .unwrap()
+        .events;
     let marker_at = |v: u64| {
         events
             .iter()
-            .position(|e| matches!(e.kind, KvmEventKind::Pio { port: 0x6a0, val: Some(x), .. } if x == v))
+            .position(
+                |e| matches!(e.kind, KvmEventKind::Pio { port: 0x6a0, val: Some(x), .. } if x == v),
+            )
             .unwrap_or_else(|| panic!("marker {v:#x} not among the host's events"))
     };
     let during = &events[marker_at(start) + 1..marker_at(end)];
@@ -151,16 +171,26 @@ fn twelve_pools_arrive_whole_with_no_vm_exit_for_the_transfer() {
     for e in during {
         match e.kind {
             KvmEventKind::Pio { port: 0x6a0, .. } => pio_markers += 1,
-            KvmEventKind::Pio { port: vftrace_format::probes::PROBE_PORT, .. } => probes += 1,
+            KvmEventKind::Pio {
+                port: vftrace_format::probes::PROBE_PORT,
+                ..
+            } => probes += 1,
             KvmEventKind::Pio { .. } => other_pio += 1,
             KvmEventKind::Mmio { .. } => mmio += 1,
             _ => {}
         }
     }
     assert!(probes > 0, "the workload writes probes; {said}");
-    assert_eq!((pio_markers, other_pio, mmio), (4, 0, 0), "exits during the workload; {said}");
+    assert_eq!(
+        (pio_markers, other_pio, mmio),
+        (4, 0, 0),
+        "exits during the workload; {said}"
+    );
     // And the guest did need the host: more records than its pool holds went through it.
-    assert!(said.contains("drained") && said.contains("0 lost"), "{said}");
+    assert!(
+        said.contains("drained") && said.contains("0 lost"),
+        "{said}"
+    );
     let _ = std::fs::remove_dir_all(&out);
 }
 
@@ -173,15 +203,32 @@ fn a_slowed_drain_loses_records_and_counts_them_exactly() {
     }
     let dir = scratch("slow");
     let rounds = 40;
-    let (out, serial) = capture_live(&dir, &format!("live rounds={rounds}"), 60, &["--drain-interval", "100ms"]);
+    let (out, serial) = capture_live(
+        &dir,
+        &format!("live rounds={rounds}"),
+        60,
+        &["--drain-interval", "100ms"],
+    );
     // QEMU's own status for a guest that exited well (isa-debug-exit: 0 << 1 | 1).
     assert_eq!(out.status.code(), Some(1), "{}{serial}", text(&out));
     let trace = dir.join("trace");
     let (entries, exits, lost) = record_kinds(&trace);
-    assert!(lost > 0, "nothing was lost: the drain was not slow enough; {}", text(&out));
-    assert_eq!(entries + exits + lost, 2 * rounds * CALLS_PER_ROUND, "{}", text(&out));
+    assert!(
+        lost > 0,
+        "nothing was lost: the drain was not slow enough; {}",
+        text(&out)
+    );
+    assert_eq!(
+        entries + exits + lost,
+        2 * rounds * CALLS_PER_ROUND,
+        "{}",
+        text(&out)
+    );
     // The guest's own counter agrees.
-    assert!(serial.contains(&format!("; {lost} records lost")), "{serial}");
+    assert!(
+        serial.contains(&format!("; {lost} records lost")),
+        "{serial}"
+    );
     vftrace_testsupport::uftrace(&trace, &["info"]);
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -196,14 +243,26 @@ fn a_guest_crashing_mid_run_leaves_what_it_published() {
     }
     let dir = scratch("crash");
     let (out, serial) = capture_live(&dir, "wait rounds=4 crash=mid", 60, &[]);
-    assert_eq!(out.status.code(), Some(7), "a CPU exception: {}{serial}", text(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(7),
+        "a CPU exception: {}{serial}",
+        text(&out)
+    );
     assert!(serial.contains("CPU exception 6"), "{serial}");
     let trace = dir.join("trace");
     assert_rounds(&trace, 4, &["fib", "merge"]);
-    assert!(!calls(&trace).contains_key("helpers"), "the crash came before the helpers");
+    assert!(
+        !calls(&trace).contains_key("helpers"),
+        "the crash came before the helpers"
+    );
     let replay = vftrace_testsupport::uftrace(&trace, &["replay"]);
     assert!(replay.contains("guest::crash_now() {"), "{replay}");
-    assert!(text(&out).contains("no end-of-run stream"), "{}", text(&out));
+    assert!(
+        text(&out).contains("no end-of-run stream"),
+        "{}",
+        text(&out)
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -215,7 +274,12 @@ fn a_hanging_guest_killed_by_its_timeout_leaves_its_whole_trace() {
     }
     let dir = scratch("hang");
     let (out, serial) = capture_live(&dir, "wait rounds=3 hang", 3, &[]);
-    assert_eq!(out.status.code(), Some(124), "timeout(1) stopped it: {}{serial}", text(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(124),
+        "timeout(1) stopped it: {}{serial}",
+        text(&out)
+    );
     assert_rounds(&dir.join("trace"), 3, &["fib", "merge", "helper"]);
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -234,10 +298,14 @@ fn a_guest_overwriting_its_pool_is_cut_cleanly() {
     let said = text(&out);
     assert!(!out.status.success(), "{said}");
     assert!(
-        said.contains("the guest overwrote its trace pool") && said.contains("the header's chunk count"),
+        said.contains("the guest overwrote its trace pool")
+            && said.contains("the header's chunk count"),
         "{said}"
     );
-    assert!(serial.contains("unikernel: done"), "the guest ran to its end: {serial}");
+    assert!(
+        serial.contains("unikernel: done"),
+        "the guest ran to its end: {serial}"
+    );
     assert!(started.elapsed() < Duration::from_secs(30));
     let trace = dir.join("trace");
     let fib = calls(&trace).get("fib").copied().unwrap_or(0);
@@ -256,7 +324,10 @@ fn a_guest_that_announces_no_pool_is_a_clear_error() {
     let (out, _) = capture_live(&dir, "fib=5 sort=2 helpers=1", 20, &[]);
     let said = text(&out);
     assert!(!out.status.success());
-    assert!(said.contains("never announced a trace pool") && said.contains("`live`"), "{said}");
+    assert!(
+        said.contains("never announced a trace pool") && said.contains("`live`"),
+        "{said}"
+    );
     assert!(!dir.join("trace").exists());
     let _ = std::fs::remove_dir_all(&dir);
 }

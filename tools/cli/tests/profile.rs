@@ -252,7 +252,9 @@ fn instrumented_guest_stacks_agree_with_its_own_trace() {
         !stacks.iter().any(|(s, _)| s
             .iter()
             .position(|f| f == "vftrace_return_trampoline")
-            .is_some_and(|t| s[t + 1..].iter().any(|f| !f.starts_with("vftrace_backend::")))),
+            .is_some_and(|t| s[t + 1..]
+                .iter()
+                .any(|f| !f.starts_with("vftrace_backend::")))),
         "a traced frame's return address was left as the trampoline: {stacks:?}"
     );
 

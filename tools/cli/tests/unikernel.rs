@@ -370,8 +370,15 @@ fn two_guests_at_once_each_in_its_own_process_with_probes_in_host_time_order() {
     assert_ne!(guests[0], guests[1]);
     let vcpus = named("thread_name", "vCPU 0");
     for pid in &guests {
-        let (_, tid) = vcpus.iter().find(|(p, _)| p == pid).expect("a vCPU 0 track");
-        assert_ne!(u64::from(*tid as u32), *pid, "the vCPU track is QEMU's vCPU thread");
+        let (_, tid) = vcpus
+            .iter()
+            .find(|(p, _)| p == pid)
+            .expect("a vCPU 0 track");
+        assert_ne!(
+            u64::from(*tid as u32),
+            *pid,
+            "the vCPU track is QEMU's vCPU thread"
+        );
     }
     // The capture's probe writes, in host time order, as (process, value).
     let capture = vftrace_kvm::read_capture(&out.join("host.kvm")).unwrap();
@@ -418,14 +425,21 @@ fn two_guests_at_once_each_in_its_own_process_with_probes_in_host_time_order() {
             .collect();
         assert_eq!(
             names,
-            ["probe: fib result", "probe: sort checked", "probe: helpers round", "probe: helpers round", "probe: helpers round"],
+            [
+                "probe: fib result",
+                "probe: sort checked",
+                "probe: helpers round",
+                "probe: helpers round",
+                "probe: helpers round"
+            ],
             "names from the guest image's table"
         );
     }
     // Each guest's markers: flows from its writes to its host events, stamps in the window.
     assert_eq!(events.iter().filter(|e| e["ph"] == "s").count(), 18);
     assert!(
-        !stdout.contains("host stamp outside the window: 1") && stdout.contains("host stamp outside the window: 0 of 8"),
+        !stdout.contains("host stamp outside the window: 1")
+            && stdout.contains("host stamp outside the window: 0 of 8"),
         "{stdout}"
     );
     let _ = std::fs::remove_dir_all(&out);

@@ -262,7 +262,12 @@ impl<W: Write> ChromeJsonWriter<W> {
         for (phase, id) in [(b's', extras.flow_out), (b'f', extras.flow_in)] {
             let Some(id) = id else { continue };
             let track = self.track(pid, tid);
-            start_event(&mut self.buf, &mut self.first, phase, &self.tracks[track].ids);
+            start_event(
+                &mut self.buf,
+                &mut self.first,
+                phase,
+                &self.tracks[track].ids,
+            );
             push_ts(&mut self.buf, &mut self.ts_text, ts_ns);
             self.buf
                 .extend_from_slice(b",\"cat\":\"flow\",\"name\":\"flow\",\"id\":");

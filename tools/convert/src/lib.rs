@@ -118,7 +118,13 @@ pub trait TimelineSink {
         name: &str,
         args: &[(&str, ArgValue)],
     ) -> io::Result<()> {
-        self.instant_with(pid, tid, ts_ns, name, &EventExtras::default().with_args(args))
+        self.instant_with(
+            pid,
+            tid,
+            ts_ns,
+            name,
+            &EventExtras::default().with_args(args),
+        )
     }
     /// Completes the output (closing brackets, buffered data) and flushes it. Call it once, last;
     /// without it the output is incomplete.
@@ -187,7 +193,9 @@ impl TimelineOutput {
         let file = OutputFile::create(path, inputs)?;
         let out = BackgroundFileWriter::new(file.writer()?, path)?;
         let sink: Box<dyn TimelineSink> = match format {
-            OutputFormat::ChromeJson => Box::new(ChromeJsonWriter::complete(out)?.hand_over_buffers()),
+            OutputFormat::ChromeJson => {
+                Box::new(ChromeJsonWriter::complete(out)?.hand_over_buffers())
+            }
             OutputFormat::Perfetto => Box::new(PerfettoWriter::new(out)?.hand_over_buffers()),
         };
         Ok(TimelineOutput { sink, file })

@@ -19,7 +19,9 @@ impl TerminalProgress {
             )
             .expect("a valid template")
             .progress_chars("## ");
-            ProgressBar::new(0).with_style(style).with_prefix(label.into())
+            ProgressBar::new(0)
+                .with_style(style)
+                .with_prefix(label.into())
         } else {
             ProgressBar::hidden()
         };

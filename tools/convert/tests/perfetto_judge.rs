@@ -365,8 +365,14 @@ fn write_extras(sink: &mut dyn TimelineSink) {
     use vftrace_convert::EventExtras;
     sink.process(10, "guest (qemu-system-x86)").unwrap();
     sink.thread(10, 11, "vCPU 0").unwrap();
-    sink.begin_with(10, 11, 1_000_000, "guest_main", &EventExtras::category("guest"))
-        .unwrap();
+    sink.begin_with(
+        10,
+        11,
+        1_000_000,
+        "guest_main",
+        &EventExtras::category("guest"),
+    )
+    .unwrap();
     let marker_args = [
         ("guest_tsc", ArgValue::Hex(0x4ebf_ff1b)),
         ("in_window", ArgValue::Bool(true)),
@@ -405,8 +411,13 @@ fn write_extras(sink: &mut dyn TimelineSink) {
     .unwrap();
     sink.end_with(10, 11, 2_050_000, &[("host_cpu", ArgValue::U64(1))])
         .unwrap();
-    sink.end_with(10, 11, 9_000_000, &[("not_running_ns", ArgValue::U64(46_000))])
-        .unwrap();
+    sink.end_with(
+        10,
+        11,
+        9_000_000,
+        &[("not_running_ns", ArgValue::U64(46_000))],
+    )
+    .unwrap();
     sink.finish().unwrap();
 }
 
@@ -472,11 +483,27 @@ fn json_and_perfetto_files_show_the_same_events() {
             .find(|r| r.contains(&format!("\"{name}\"")))
             .unwrap_or_else(|| panic!("{name} not in {rows:?}"))
     };
-    assert!(row("guest_main").contains(" \"guest\" "), "the category is kept");
-    assert!(row("guest_main").contains("\"not_running_ns\":46000"), "end arguments kept");
+    assert!(
+        row("guest_main").contains(" \"guest\" "),
+        "the category is kept"
+    );
+    assert!(
+        row("guest_main").contains("\"not_running_ns\":46000"),
+        "end arguments kept"
+    );
     let span = row("vCPU not running");
-    assert!(span.contains("\"reason\":\"preempted\"") && span.contains("\"host_cpu\":1"), "{span}");
+    assert!(
+        span.contains("\"reason\":\"preempted\"") && span.contains("\"host_cpu\":1"),
+        "{span}"
+    );
     let marker = row("marker (guest write)");
-    assert!(marker.contains("\"guest_tsc\":\"0x4ebfff1b\"") && marker.contains("\"in_window\":true"), "{marker}");
-    assert_eq!(flows, &[(2000, 2004)], "the marker's flow ends at the host's event");
+    assert!(
+        marker.contains("\"guest_tsc\":\"0x4ebfff1b\"") && marker.contains("\"in_window\":true"),
+        "{marker}"
+    );
+    assert_eq!(
+        flows,
+        &[(2000, 2004)],
+        "the marker's flow ends at the host's event"
+    );
 }

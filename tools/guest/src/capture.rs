@@ -142,7 +142,10 @@ pub fn capture(
                                     break;
                                 }
                                 Err(_) => {
-                                    bad = Some((i, "a record with a bad magic (not a uftrace record)"));
+                                    bad = Some((
+                                        i,
+                                        "a record with a bad magic (not a uftrace record)",
+                                    ));
                                     break;
                                 }
                             };

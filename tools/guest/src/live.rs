@@ -25,8 +25,8 @@ use std::time::{Duration, Instant};
 use vftrace_format::clock::{ClockMap, ClockSource};
 use vftrace_format::dir::TraceDirWriter;
 use vftrace_format::output::OutputDir;
-use vftrace_format::pool::Pool;
 use vftrace_format::pool::drain::Drain;
+use vftrace_format::pool::Pool;
 use vftrace_format::stream::{Marker, OwnedHeader, Payload, StreamReader};
 use vftrace_symbols::ElfSymbols;
 
@@ -126,14 +126,20 @@ impl LiveCapture {
     /// Reads the ELF (a wrong one costs nothing), prepares the output beside its target and
     /// removes a leftover console file. Call before the guest boots.
     pub fn new(opts: &LiveOptions<'_>) -> io::Result<LiveCapture> {
-        let inputs: Vec<&Path> = [opts.ram, opts.console].into_iter().chain(opts.elf).collect();
+        let inputs: Vec<&Path> = [opts.ram, opts.console]
+            .into_iter()
+            .chain(opts.elf)
+            .collect();
         let out = OutputDir::create(opts.output, &inputs)?;
         let elf = read_elf(opts.elf)?;
         match std::fs::remove_file(opts.console) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => {
                 return Err(io::Error::new(
                     e.kind(),
-                    format!("cannot remove the old console file {}: {e}", opts.console.display()),
+                    format!(
+                        "cannot remove the old console file {}: {e}",
+                        opts.console.display()
+                    ),
                 ))
             }
             _ => {}
@@ -164,7 +170,12 @@ impl LiveCapture {
         let started = Instant::now();
         let mut drained = at.drain.pass(&mut self.writer, false)?;
         if at.drain.clock().is_none() {
-            if let Some(clock) = at.drain.kernel.as_ref().map(|h| clock(h, self.tsc_hz, self.host_tsc_hz)) {
+            if let Some(clock) = at
+                .drain
+                .kernel
+                .as_ref()
+                .map(|h| clock(h, self.tsc_hz, self.host_tsc_hz))
+            {
                 at.drain.set_clock(clock);
                 drained += at.drain.pass(&mut self.writer, false)?;
             }
@@ -252,13 +263,19 @@ impl LiveCapture {
             drain.pass(&mut writer, false)?;
         }
         let Some(header) = drain.kernel.clone() else {
-            let why = drain.cut.clone().unwrap_or_else(|| "nothing overwrote it".into());
+            let why = drain
+                .cut
+                .clone()
+                .unwrap_or_else(|| "nothing overwrote it".into());
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!("the guest announced its trace pool at {:#x} but never said what it runs (no header message in the pool; {why})", at.announced.addr),
             ));
         };
-        let clock = drain.clock().cloned().unwrap_or_else(|| clock(&header, tsc_hz, host_tsc_hz));
+        let clock = drain
+            .clock()
+            .cloned()
+            .unwrap_or_else(|| clock(&header, tsc_hz, host_tsc_hz));
         drain.set_clock(clock);
         drain.pass(&mut writer, true)?;
         drain.finish_threads(&mut writer)?;
@@ -270,16 +287,27 @@ impl LiveCapture {
             tsc_hz: clock.tsc_hz,
             busy,
             cut: drain.cut.clone(),
-            warnings: drain.warnings.iter().filter(|w| Some(*w) != drain.cut.as_ref()).cloned().collect(),
+            warnings: drain
+                .warnings
+                .iter()
+                .filter(|w| Some(*w) != drain.cut.as_ref())
+                .cloned()
+                .collect(),
             lost: drain.skipped_records,
             ..LiveReport::default()
         };
         for t in drain.threads.values() {
             report.records += t.written;
-            report.lost = report.lost.saturating_add(t.info.lost).saturating_add(t.info.overwritten);
+            report.lost = report
+                .lost
+                .saturating_add(t.info.lost)
+                .saturating_add(t.info.overwritten);
             report.unrecorded = report.unrecorded.saturating_add(t.info.unrecorded);
             if let Some(cut) = &t.cut {
-                report.warnings.push(format!("thread {}: its trace ends early: {cut}", t.info.tid));
+                report.warnings.push(format!(
+                    "thread {}: its trace ends early: {cut}",
+                    t.info.tid
+                ));
             }
         }
         let (marker_port, markers) = match console.stream {
@@ -289,10 +317,20 @@ impl LiveCapture {
                 (None, Vec::new())
             }
         };
-        report.tids = writer.record_tids().into_iter().filter(|&t| writer.record_count(t) > 0).collect();
+        report.tids = writer
+            .record_tids()
+            .into_iter()
+            .filter(|&t| writer.record_count(t) > 0)
+            .collect();
         if report.tids.is_empty() {
-            let why = report.cut.clone().unwrap_or_else(|| "the guest recorded nothing".into());
-            return Err(io::Error::new(io::ErrorKind::InvalidData, format!("no records came from the guest's pool: {why}")));
+            let why = report
+                .cut
+                .clone()
+                .unwrap_or_else(|| "the guest recorded nothing".into());
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("no records came from the guest's pool: {why}"),
+            ));
         }
         let files = GuestFiles {
             header: &header,
@@ -330,18 +368,25 @@ pub fn drain_while(
 /// The guest's clock: its TSC from its start, at the frequency given, or reported (if it is
 /// one a CPU could have), or the host's.
 fn clock(header: &OwnedHeader, given: Option<f64>, host: f64) -> ClockMap {
-    let reported = (header.tsc_hz as f64 >= 1e6 && header.tsc_hz as f64 <= 1e11).then_some(header.tsc_hz as f64);
+    let reported = (header.tsc_hz as f64 >= 1e6 && header.tsc_hz as f64 <= 1e11)
+        .then_some(header.tsc_hz as f64);
     let hz = given.or(reported).unwrap_or(host);
     ClockMap::new(hz, header.start_tsc, 0, ClockSource::Guest)
 }
 
 /// The markers frame of the guest's end-of-run stream (problems become warnings: the trace is
 /// whole without them).
-fn end_of_run_markers(ram: &Path, a: Announcement, warnings: &mut Vec<String>) -> (Option<u16>, Vec<Marker>) {
+fn end_of_run_markers(
+    ram: &Path,
+    a: Announcement,
+    warnings: &mut Vec<String>,
+) -> (Option<u16>, Vec<Marker>) {
     let bytes = match extract_stream(ram, a) {
         Ok(b) => b,
         Err(e) => {
-            warnings.push(format!("the end-of-run stream cannot be read ({e}): the trace has no markers"));
+            warnings.push(format!(
+                "the end-of-run stream cannot be read ({e}): the trace has no markers"
+            ));
             return (None, Vec::new());
         }
     };
@@ -353,7 +398,9 @@ fn end_of_run_markers(ram: &Path, a: Announcement, warnings: &mut Vec<String>) -
                 }
             }
             Err(e) => {
-                warnings.push(format!("the end-of-run stream is damaged ({e}): the trace has no markers"));
+                warnings.push(format!(
+                    "the end-of-run stream is damaged ({e}): the trace has no markers"
+                ));
                 break;
             }
         }
@@ -453,7 +500,9 @@ impl RamMap {
             return Err("its address is not page-aligned".into());
         }
         if !(MIN_POOL_BYTES..=MAX_POOL_BYTES).contains(&a.len) {
-            return Err(format!("its size is not between {MIN_POOL_BYTES} bytes and {MAX_POOL_BYTES} bytes"));
+            return Err(format!(
+                "its size is not between {MIN_POOL_BYTES} bytes and {MAX_POOL_BYTES} bytes"
+            ));
         }
         let file = OpenOptions::new()
             .read(true)
@@ -479,7 +528,10 @@ impl RamMap {
             )
         };
         if ptr == libc::MAP_FAILED {
-            return Err(format!("it cannot be mapped: {}", io::Error::last_os_error()));
+            return Err(format!(
+                "it cannot be mapped: {}",
+                io::Error::last_os_error()
+            ));
         }
         Ok(RamMap {
             ptr: ptr as *mut u8,

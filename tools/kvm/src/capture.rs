@@ -420,8 +420,10 @@ impl Parser<'_> {
             "lost" => capture.lost_events = number(rest, "lost")?,
             "task" => {
                 let (tid, tgid) = rest.split_once(' ').ok_or("`task` needs TID and TGID")?;
-                let tid = u32::try_from(number(tid, "task TID")?).map_err(|_| "task TID out of range")?;
-                let tgid = u32::try_from(number(tgid, "task TGID")?).map_err(|_| "task TGID out of range")?;
+                let tid =
+                    u32::try_from(number(tid, "task TID")?).map_err(|_| "task TID out of range")?;
+                let tgid = u32::try_from(number(tgid, "task TGID")?)
+                    .map_err(|_| "task TGID out of range")?;
                 capture.tgids.insert(tid, tgid);
             }
             "end" => return number(rest, "end").map(Some),

@@ -21,9 +21,8 @@ use std::fmt;
 use std::path::PathBuf;
 
 pub use capture::{
-    parse_capture, parse_capture_with, read_capture, read_capture_with, write_capture, CaptureWriter,
-    ParseOptions,
-    Parsed, CAPTURE_MAGIC,
+    parse_capture, parse_capture_with, read_capture, read_capture_with, write_capture,
+    CaptureWriter, ParseOptions, Parsed, CAPTURE_MAGIC,
 };
 pub use clock::{monotonic_ns, tsc_now};
 pub use record::{record, RecordOptions, RecordSummary, StopReason, DEFAULT_EVENTS, SCHED_EVENTS};

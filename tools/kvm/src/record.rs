@@ -22,9 +22,9 @@ use crate::trace_line::{parse_line, Line};
 use crate::tracefs::{Instance, Tracefs};
 use crate::KvmEvent;
 use anyhow::{bail, Context, Result};
+use std::ffi::CString;
 use std::fs::File;
 use std::io::{BufWriter, IsTerminal, Read};
-use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::ExitStatusExt;
@@ -33,8 +33,8 @@ use std::process::ExitStatus;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use vftrace_format::output::OutputFile;
 use std::time::{Duration, Instant};
+use vftrace_format::output::OutputFile;
 
 /// Events recorded when none are asked for. `kvm_write_tsc_offset` is always added.
 pub const DEFAULT_EVENTS: &[&str] = &[
@@ -170,7 +170,10 @@ pub fn record(opts: &RecordOptions) -> Result<RecordSummary> {
         } else {
             "the command".to_string()
         };
-        writer.info("filter", &format!("{whom}, its threads and descendants only"))?;
+        writer.info(
+            "filter",
+            &format!("{whom}, its threads and descendants only"),
+        )?;
     }
     for pid in &opts.pids {
         instance.write("set_event_pid", &threads_of(*pid)?)?;
@@ -354,7 +357,11 @@ impl JoinFromChild {
             }
         }
         // Without O_TRUNC a write adds to the list.
-        write_file(&self.pid_file, &digits[at..], libc::O_WRONLY | libc::O_APPEND)?;
+        write_file(
+            &self.pid_file,
+            &digits[at..],
+            libc::O_WRONLY | libc::O_APPEND,
+        )?;
         write_file(&self.tracing_on, b"1", libc::O_WRONLY)
     }
 }

@@ -239,7 +239,8 @@ mod tests {
             ("kworker/0:1 H", 42, 0, 17, "sched_x")
         );
         assert_eq!(e.tgid, Some(42));
-        let e = event(" qemu-system-x86-25975   (  25973) [001] ..... 12787143511416: kvm_fpu: unload");
+        let e =
+            event(" qemu-system-x86-25975   (  25973) [001] ..... 12787143511416: kvm_fpu: unload");
         assert_eq!((e.pid, e.tgid, e.name), (25975, Some(25973), "kvm_fpu"));
         let e = event("     ksoftirqd/0-14      (-------) [000] d..2. 5: sched_switch: x");
         assert_eq!((e.pid, e.tgid), (14, None));

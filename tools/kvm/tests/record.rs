@@ -202,7 +202,10 @@ fn records_the_schedulers_view_of_the_vmm_threads_only() {
         .tgids
         .get(&qemu_thread)
         .expect("the vCPU thread's process is recorded");
-    assert_ne!(qemu, qemu_thread, "the vCPU thread is not QEMU's main thread");
+    assert_ne!(
+        qemu, qemu_thread,
+        "the vCPU thread is not QEMU's main thread"
+    );
     // The command's tree: QEMU's threads and the timeout(1) around it.
     let timeout: Vec<u32> = capture
         .events

@@ -39,11 +39,10 @@ pub mod report;
 pub mod vcpu_time;
 mod vmm;
 
-use align::{ClockModel, OffsetSegment};
 pub use align::{
-    AlignmentKind, Marker, MarkerPair, TscOffsetChange, DEFAULT_MARKER_PORT,
-    MARKER_HIGH_PORT_DELTA,
+    AlignmentKind, Marker, MarkerPair, TscOffsetChange, DEFAULT_MARKER_PORT, MARKER_HIGH_PORT_DELTA,
 };
+use align::{ClockModel, OffsetSegment};
 use clocks::{detect_tsc_hz, HostClock, TscHzHints, TscHzSource};
 pub use guest_tracks::{GUEST_RUN, UNKNOWN_THREAD_TID};
 pub use report::{
@@ -135,7 +134,10 @@ impl From<io::Error> for MergeError {
 /// are errors before anything is written. A record file that turns out corrupt part-way is
 /// kept up to the bad record and reported in [`MergeReport::data_errors`].
 pub fn merge(opts: &MergeOptions, sink: &mut dyn TimelineSink) -> Result<MergeReport, MergeError> {
-    if opts.guests.is_empty() && opts.kvm.is_none() && opts.hosts.is_empty() && opts.profile.is_none()
+    if opts.guests.is_empty()
+        && opts.kvm.is_none()
+        && opts.hosts.is_empty()
+        && opts.profile.is_none()
     {
         return Err(MergeError::NoInput);
     }
@@ -346,7 +348,11 @@ fn guest_report(
         residuals_ns,
         window_stats: ResidualStats::of(&windows),
         windows: windows.len(),
-        window_violations: a.pairs.iter().filter(|p| p.in_window() == Some(false)).count(),
+        window_violations: a
+            .pairs
+            .iter()
+            .filter(|p| p.in_window() == Some(false))
+            .count(),
         recorded_offsets: ClockModel::kvm_offsets(&plan.kvm.offset_changes)
             .per_vcpu
             .iter()

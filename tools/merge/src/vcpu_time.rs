@@ -208,7 +208,12 @@ pub fn not_running_periods<'e>(
         };
         if inferred && !matches!(next, Some(Reason::Vmm(_))) {
             now = None;
-            if matches!(resume, Some(Reason::Exit(_))) && matches!(next, Some(Reason::Preempted | Reason::Sleeping | Reason::Blocked(_))) {
+            if matches!(resume, Some(Reason::Exit(_)))
+                && matches!(
+                    next,
+                    Some(Reason::Preempted | Reason::Sleeping | Reason::Blocked(_))
+                )
+            {
                 resume = None;
             }
         }

@@ -314,7 +314,11 @@ fn pvm_guest_on_host_timeline_with_wrapping_markers() {
     assert_eq!(report.guests[0].alignment, AlignmentKind::Identity);
     assert!(!report.guests[0].alignment_doubtful);
     assert_eq!(report.guests[0].markers.len(), 3);
-    for (pair, (w, l)) in report.guests[0].markers.iter().zip(writes.iter().zip(latencies)) {
+    for (pair, (w, l)) in report.guests[0]
+        .markers
+        .iter()
+        .zip(writes.iter().zip(latencies))
+    {
         assert_eq!(
             pair.guest_tsc, *w,
             "full guest TSC rebuilt from the low 32 bits"
@@ -444,7 +448,11 @@ fn vmx_offsets_two_vcpus_and_an_offset_change() {
         report.guests[0].residuals_ns
     );
     assert_eq!(
-        report.guests[0].markers.iter().map(|m| m.vcpu).collect::<Vec<_>>(),
+        report.guests[0]
+            .markers
+            .iter()
+            .map(|m| m.vcpu)
+            .collect::<Vec<_>>(),
         [0, 1, 1]
     );
     assert_eq!(
@@ -805,7 +813,13 @@ fn guest_marker_list_places_a_guest_with_an_unknown_offset() {
         "{}",
         report.guests[0].alignment_reason
     );
-    assert_eq!((report.guests[0].guest_markers, report.guests[0].guest_markers_matched), (3, 3));
+    assert_eq!(
+        (
+            report.guests[0].guest_markers,
+            report.guests[0].guest_markers_matched
+        ),
+        (3, 3)
+    );
     assert_eq!(report.guests[0].marker_phases, [Some(1), Some(2), Some(3)]);
     // Estimated offset = true offset - smallest latency (3 us): f shows up 3 us late.
     assert_eq!(
@@ -885,7 +899,10 @@ fn exits_and_preemption_are_spans_on_the_vcpu_track() {
     });
     println!("{report}");
     let g = &report.guests[0];
-    assert_eq!((g.pid, g.vmm_pid, g.vcpu_threads.as_slice()), (5000, Some(5000), &[Some(5001)][..]));
+    assert_eq!(
+        (g.pid, g.vmm_pid, g.vcpu_threads.as_slice()),
+        (5000, Some(5000), &[Some(5001)][..])
+    );
     assert_eq!(g.window_violations, 0);
     assert_eq!(g.windows, 1);
     let width = g.window_stats.unwrap().median_ns;
@@ -894,7 +911,10 @@ fn exits_and_preemption_are_spans_on_the_vcpu_track() {
     assert_eq!(procs[&5000], "kernel");
     assert_eq!(threads[&(5000, 5001)], "vCPU 0");
     assert_eq!(threads[&(5000, 5000)], "qemu-system-x86");
-    assert!(!threads.keys().any(|(_, t)| *t == 77 || *t == 0), "only the VMM's threads: {threads:?}");
+    assert!(
+        !threads.keys().any(|(_, t)| *t == 77 || *t == 0),
+        "only the VMM's threads: {threads:?}"
+    );
 
     let us = |tsc: u64| tsc as f64 / HZ * 1e6;
     let track = slices_with_args(&events, 5000, 5001);
@@ -911,12 +931,24 @@ fn exits_and_preemption_are_spans_on_the_vcpu_track() {
     );
     let preempted = find("preempted");
     assert!(close(preempted[0].1, us(B + 31_000)) && close(preempted[0].2, us(B + 2_631_000)));
-    assert_eq!(find("VM exit: EXTERNAL_INTERRUPT").len(), 2, "before and after the preemption");
-    assert_eq!(find("VM exit: IO_INSTRUCTION").len(), 2, "the marker's and the probe's");
+    assert_eq!(
+        find("VM exit: EXTERNAL_INTERRUPT").len(),
+        2,
+        "before and after the preemption"
+    );
+    assert_eq!(
+        find("VM exit: IO_INSTRUCTION").len(),
+        2,
+        "the marker's and the probe's"
+    );
     // Host time inside each function, as its argument.
     let ns = |ticks: u64| ticks as f64 / 2.6;
     let not_running = |name: &str| find(name)[0].3["not_running_ns"].as_f64().unwrap();
-    assert!((not_running("g") - ns(2_602_000)).abs() <= 2.0, "{}", not_running("g"));
+    assert!(
+        (not_running("g") - ns(2_602_000)).abs() <= 2.0,
+        "{}",
+        not_running("g")
+    );
     assert!((not_running("f") - ns(2_602_000 + 9_000 + 5_000)).abs() <= 3.0);
     assert_eq!(g.inflated[0].name, "g");
     assert!(g.host_time.known);

@@ -86,7 +86,12 @@ impl ShadowStack {
         // Slots need not decrease: frames of a suspended coroutine's stack sit among the others.
         Some(
             (0..count as usize)
-                .map(|f| (word(f * frame + layout::FRAME_RET), word(f * frame + layout::FRAME_SLOT)))
+                .map(|f| {
+                    (
+                        word(f * frame + layout::FRAME_RET),
+                        word(f * frame + layout::FRAME_SLOT),
+                    )
+                })
                 .collect(),
         )
     }
@@ -122,7 +127,8 @@ mod tests {
     /// pointing to a state at 0x11000.
     fn block(depth: u32, frames: &[(u64, u64)]) -> Flat {
         let state = 0x1000usize;
-        let mut bytes = vec![0u8; state + (FRAMES_OFFSET + SHADOW_STACK_DEPTH * FRAME_BYTES) as usize];
+        let mut bytes =
+            vec![0u8; state + (FRAMES_OFFSET + SHADOW_STACK_DEPTH * FRAME_BYTES) as usize];
         bytes[..8].copy_from_slice(&(0x10000u64 + state as u64).to_le_bytes());
         let d = state + DEPTH_OFFSET as usize;
         bytes[d..d + 4].copy_from_slice(&depth.to_le_bytes());

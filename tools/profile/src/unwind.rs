@@ -199,8 +199,8 @@ mod tests {
     use super::*;
     use crate::memory::Fault;
     use crate::shadow::{TracerLayout, TLS_WORD_BYTES};
-    use vftrace_format::abi::shadow_layout as layout;
     use std::collections::BTreeMap;
+    use vftrace_format::abi::shadow_layout as layout;
 
     /// Sparse memory of 8-byte words; everything else is unmapped.
     #[derive(Default)]

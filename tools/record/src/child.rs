@@ -71,10 +71,18 @@ pub fn catch(signals: &[libc::c_int]) {
 }
 
 /// Starts the program. Returns its pid.
-pub fn spawn(program: &Path, argv0: &str, args: &[OsString], env: &[(String, OsString)]) -> anyhow::Result<u32> {
+pub fn spawn(
+    program: &Path,
+    argv0: &str,
+    args: &[OsString],
+    env: &[(String, OsString)],
+) -> anyhow::Result<u32> {
     // SAFETY: prctl with these arguments only changes how orphans are reparented.
     if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
-        bail!("cannot become the subreaper of the program's processes: {}", std::io::Error::last_os_error());
+        bail!(
+            "cannot become the subreaper of the program's processes: {}",
+            std::io::Error::last_os_error()
+        );
     }
     let mut cmd = Command::new(program);
     cmd.arg0(argv0).args(args);
@@ -85,7 +93,14 @@ pub fn spawn(program: &Path, argv0: &str, args: &[OsString], env: &[(String, OsS
     // dispositions the recorder changed, so the program starts as it would without it.
     unsafe {
         cmd.pre_exec(|| {
-            for sig in [libc::SIGINT, libc::SIGQUIT, libc::SIGTERM, libc::SIGHUP, libc::SIGUSR1, libc::SIGUSR2] {
+            for sig in [
+                libc::SIGINT,
+                libc::SIGQUIT,
+                libc::SIGTERM,
+                libc::SIGHUP,
+                libc::SIGUSR1,
+                libc::SIGUSR2,
+            ] {
                 libc::signal(sig, libc::SIG_DFL);
             }
             Ok(())

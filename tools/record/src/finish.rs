@@ -2,7 +2,6 @@
 //! tasks, libraries loaded at run time), a map for every session, symbol files for every
 //! instrumented module, info and the clock.
 use crate::child::Ended;
-use vftrace_format::pool::drain::{Drain, Session};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::path::Path;
@@ -10,6 +9,7 @@ use vftrace_format::clock::ClockMap;
 use vftrace_format::dir::{map_file_name, TraceDirWriter};
 use vftrace_format::info::{Info, UsageInfo};
 use vftrace_format::maps::{self, MapEntry};
+use vftrace_format::pool::drain::{Drain, Session};
 use vftrace_format::task::TaskLine;
 
 /// What `info` says about the run.
@@ -78,7 +78,11 @@ pub fn write_metadata(
     let mut tids: Vec<(u64, u32, u32)> = Vec::new();
     for (tid, threads) in drain.threads_by_tid() {
         let first = threads.iter().filter_map(|t| t.first_ns()).min();
-        let start = threads.iter().map(|t| ns(t.info.start_tsc)).min().unwrap_or(0);
+        let start = threads
+            .iter()
+            .map(|t| ns(t.info.start_tsc))
+            .min()
+            .unwrap_or(0);
         let pid = threads
             .iter()
             .min_by_key(|t| t.info.start_tsc)
@@ -113,7 +117,10 @@ pub fn write_metadata(
             .filter(|s| s.pid == lib.pid && s.tsc <= lib.tsc)
             .max_by_key(|s| s.tsc);
         let Some(session) = session else {
-            warnings.push(format!("{} was loaded by an unknown process {}", lib.path, lib.pid));
+            warnings.push(format!(
+                "{} was loaded by an unknown process {}",
+                lib.path, lib.pid
+            ));
             continue;
         };
         tasks.push(TaskLine::Dlopen {
@@ -156,7 +163,13 @@ pub fn write_metadata(
     }
     let exes: BTreeSet<&str> = sessions.iter().map(|s| s.exe.as_str()).collect();
     for (path, first) in &modules {
-        write_module_symbols(writer, path, first.start, exes.contains(path.as_str()), &mut warnings)?;
+        write_module_symbols(
+            writer,
+            path,
+            first.start,
+            exes.contains(path.as_str()),
+            &mut warnings,
+        )?;
     }
     for lib in &drain.libraries {
         if !modules.contains_key(&lib.path) {

@@ -108,7 +108,10 @@ pub fn record(opts: &Options) -> anyhow::Result<Outcome> {
     // The ticks of -t must be known before the program starts.
     let time_filter_ticks = (opts.time_filter_ns as f64 * clock.tsc_hz / 1e9) as u64;
     if !opts.start_disabled {
-        pool.header().enabled.0.store(1, std::sync::atomic::Ordering::Release);
+        pool.header()
+            .enabled
+            .0
+            .store(1, std::sync::atomic::Ordering::Release);
     }
 
     let mut env: Vec<(String, OsString)> = vec![
@@ -126,16 +129,25 @@ pub fn record(opts: &Options) -> anyhow::Result<Outcome> {
     };
     env.push(("LD_PRELOAD".into(), preload_value));
     if opts.max_depth > 0 {
-        env.push((recording::DEPTH_VAR.into(), opts.max_depth.to_string().into()));
+        env.push((
+            recording::DEPTH_VAR.into(),
+            opts.max_depth.to_string().into(),
+        ));
     }
     if time_filter_ticks > 0 {
-        env.push((recording::TIME_FILTER_VAR.into(), time_filter_ticks.to_string().into()));
+        env.push((
+            recording::TIME_FILTER_VAR.into(),
+            time_filter_ticks.to_string().into(),
+        ));
     }
     if !opts.filters.is_empty() {
         env.push((recording::FILTER_VAR.into(), opts.filters.join("\n").into()));
     }
     if !opts.notrace.is_empty() {
-        env.push((recording::NOTRACE_VAR.into(), opts.notrace.join("\n").into()));
+        env.push((
+            recording::NOTRACE_VAR.into(),
+            opts.notrace.join("\n").into(),
+        ));
     }
 
     let mut watched = vec![libc::SIGINT, libc::SIGQUIT, libc::SIGTERM, libc::SIGHUP];
@@ -167,7 +179,9 @@ pub fn record(opts: &Options) -> anyhow::Result<Outcome> {
                 let enabled = &pool.header().enabled.0;
                 match action {
                     SignalAction::TraceOn => enabled.store(1, std::sync::atomic::Ordering::Release),
-                    SignalAction::TraceOff => enabled.store(0, std::sync::atomic::Ordering::Release),
+                    SignalAction::TraceOff => {
+                        enabled.store(0, std::sync::atomic::Ordering::Release)
+                    }
                     SignalAction::Finish => stopped = true,
                 }
             }
@@ -197,7 +211,10 @@ pub fn record(opts: &Options) -> anyhow::Result<Outcome> {
     progress.clear();
     if stopped {
         // Later records are of no interest: the program goes on untraced.
-        pool.header().enabled.0.store(0, std::sync::atomic::Ordering::Release);
+        pool.header()
+            .enabled
+            .0
+            .store(0, std::sync::atomic::Ordering::Release);
     }
     drain.pass(&mut writer, true)?;
     drain.finish_threads(&mut writer)?;
@@ -217,13 +234,22 @@ pub fn record(opts: &Options) -> anyhow::Result<Outcome> {
         .with_context(|| format!("cannot put the trace in place at {}", opts.data.display()))?;
 
     let mut summary = Summary {
-        processes: drain.sessions.iter().map(|s| s.pid).collect::<std::collections::BTreeSet<_>>().len(),
+        processes: drain
+            .sessions
+            .iter()
+            .map(|s| s.pid)
+            .collect::<std::collections::BTreeSet<_>>()
+            .len(),
         threads: drain.threads.len(),
         records: drain.threads.values().map(|t| t.written).sum(),
         bytes: drain.totals.bytes,
         elapsed,
         warnings,
-        untraced_threads: pool.header().threads_untraced.0.load(std::sync::atomic::Ordering::Relaxed),
+        untraced_threads: pool
+            .header()
+            .threads_untraced
+            .0
+            .load(std::sync::atomic::Ordering::Relaxed),
         ..Summary::default()
     };
     summary.lost += drain.skipped_records;
@@ -261,8 +287,9 @@ struct Progress {
 impl Progress {
     fn new(wanted: bool) -> Progress {
         let bar = if wanted && std::io::stderr().is_terminal() {
-            let style = indicatif::ProgressStyle::with_template("vftrace record: {msg} ({elapsed})")
-                .expect("a valid template");
+            let style =
+                indicatif::ProgressStyle::with_template("vftrace record: {msg} ({elapsed})")
+                    .expect("a valid template");
             indicatif::ProgressBar::new_spinner().with_style(style)
         } else {
             indicatif::ProgressBar::hidden()
@@ -310,7 +337,10 @@ impl Summary {
             s += &format!("\n  {} calls left without a return (longjmp, exception, thread end): exit times estimated", self.closed_early);
         }
         if self.untraced_threads > 0 {
-            s += &format!("\n  {} threads could not be traced at all (no thread slot free)", self.untraced_threads);
+            s += &format!(
+                "\n  {} threads could not be traced at all (no thread slot free)",
+                self.untraced_threads
+            );
         }
         for w in &self.warnings {
             s += &format!("\n  warning: {w}");

@@ -17,8 +17,12 @@ pub struct Program {
 /// Resolves `name` (a path, or a command name looked up on PATH) and checks it.
 pub fn find(name: &str) -> anyhow::Result<Program> {
     let path = resolve(name)?;
-    let facts = vftrace_symbols::image_facts(&path)
-        .with_context(|| format!("{} is not an ELF executable vftrace can read", path.display()))?;
+    let facts = vftrace_symbols::image_facts(&path).with_context(|| {
+        format!(
+            "{} is not an ELF executable vftrace can read",
+            path.display()
+        )
+    })?;
     let links_vftrace = facts.links_vftrace;
     if !facts.instrumented {
         bail!(
@@ -80,7 +84,10 @@ pub fn preload_library() -> anyhow::Result<PathBuf> {
         return Ok(built);
     }
     let exe = std::env::current_exe().context("where is the vftrace binary?")?;
-    let beside = exe.parent().unwrap_or(Path::new(".")).join("libvftrace_preload.so");
+    let beside = exe
+        .parent()
+        .unwrap_or(Path::new("."))
+        .join("libvftrace_preload.so");
     if beside.is_file() {
         return Ok(beside);
     }

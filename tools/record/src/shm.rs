@@ -42,7 +42,10 @@ impl SharedPool {
             )
         };
         if mem == libc::MAP_FAILED {
-            bail!("cannot map the trace pool: {}", std::io::Error::last_os_error());
+            bail!(
+                "cannot map the trace pool: {}",
+                std::io::Error::last_os_error()
+            );
         }
         let mem = mem as *mut u8;
         // SAFETY: fresh, zero-filled, page-aligned shared memory of `len` bytes, ours.

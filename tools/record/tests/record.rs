@@ -97,7 +97,11 @@ fn an_unmodified_program_is_recorded_with_its_exit_status() {
     // uftrace's duration of slow() is the 20 ms sleep, in real nanoseconds.
     let report = uftrace(&dir, &["report", "-f", "total", "-F", "slow"]);
     assert!(report.contains("ms"), "{report}");
-    assert!(stderr(&out).contains("vftrace record: 1 process(es), 1 thread(s)"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("vftrace record: 1 process(es), 1 thread(s)"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
@@ -118,7 +122,10 @@ fn a_killed_program_keeps_its_trace_and_says_how_it_ended() {
         .unwrap();
     let started = Instant::now();
     while !ready.exists() {
-        assert!(started.elapsed() < Duration::from_secs(20), "the program never started");
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the program never started"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
     std::thread::sleep(Duration::from_millis(100));
@@ -127,7 +134,10 @@ fn a_killed_program_keeps_its_trace_and_says_how_it_ended() {
         .args(["-P", &child.id().to_string()])
         .output()
         .unwrap();
-    let pid: i32 = String::from_utf8_lossy(&pgrep.stdout).trim().parse().expect("the program's pid");
+    let pid: i32 = String::from_utf8_lossy(&pgrep.stdout)
+        .trim()
+        .parse()
+        .expect("the program's pid");
     // SAFETY: kill has no memory effects.
     unsafe { libc::kill(pid, libc::SIGKILL) };
     let out = child.wait_with_output().unwrap();
@@ -143,7 +153,12 @@ fn ring_mode_keeps_the_newest_records() {
     let Some(prog) = program() else { return };
     let dir = scratch("record-ring");
     // 2M calls of leaf (4M records, 64 MB) through a 1 MiB ring.
-    let out = record(&dir, &["--ring", "--buffer", "1M"], prog, &["spin", "2000000"]);
+    let out = record(
+        &dir,
+        &["--ring", "--buffer", "1M"],
+        prog,
+        &["spin", "2000000"],
+    );
     assert!(out.status.success(), "{}", stderr(&out));
     let calls = report_calls(&dir);
     let leaves = calls["leaf"];
@@ -216,7 +231,10 @@ fn tracing_starts_off_and_a_signal_turns_it_on() {
         .unwrap();
     let started = Instant::now();
     while !ready.exists() {
-        assert!(started.elapsed() < Duration::from_secs(20), "the program never got ready");
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the program never got ready"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
     // SAFETY: kill has no memory effects.
@@ -238,11 +256,20 @@ fn a_program_that_links_vftrace_joins_the_recorder() {
     let example = vftrace_testsupport::instrumented_rust_example();
     let dir = scratch("record-linked");
     let ignored = scratch("record-linked-own-dump");
-    let out = record(&dir, &[], example, &["demo", "-o", ignored.to_str().unwrap()]);
+    let out = record(
+        &dir,
+        &[],
+        example,
+        &["demo", "-o", ignored.to_str().unwrap()],
+    );
     assert!(out.status.success(), "{}", stderr(&out));
     // Its own dump wrote nothing: the recorder has the trace.
     assert!(!ignored.exists());
-    assert!(stderr(&out).contains("recorded by `vftrace record`"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("recorded by `vftrace record`"),
+        "{}",
+        stderr(&out)
+    );
     let calls = report_calls(&dir);
     assert_eq!(calls["vftrace_example_rust::sleep_10ms"], 1, "{calls:?}");
     assert_eq!(calls["vftrace_example_rust::fib"], 15, "{calls:?}");
@@ -287,9 +314,18 @@ fn a_long_run_streams_gigabytes_with_bounded_memory() {
     let program_rss: u64 = info
         .lines()
         .find_map(|l| l.split("max rss").nth(1))
-        .and_then(|v| v.trim_start_matches([' ', ':']).split_whitespace().next()?.parse().ok())
+        .and_then(|v| {
+            v.trim_start_matches([' ', ':'])
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
         .expect("uftrace info's max rss line");
-    assert!(program_rss < 150 * 1024, "the program's peak RSS was {program_rss} KiB");
+    assert!(
+        program_rss < 150 * 1024,
+        "the program's peak RSS was {program_rss} KiB"
+    );
     assert!(!err.contains("lost"), "{err}");
     let calls = report_calls(&dir);
     assert_eq!(calls["leaf"], 64_000_000);
@@ -301,7 +337,11 @@ fn bad_programs_get_clear_messages() {
     let dir = scratch("record-bad");
     let out = record(&dir, &[], Path::new("/no/such/program"), &[]);
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("/no/such/program: no such file"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("/no/such/program: no such file"),
+        "{}",
+        stderr(&out)
+    );
     let out = record(&dir, &[], Path::new("true"), &[]);
     assert!(!out.status.success());
     assert!(

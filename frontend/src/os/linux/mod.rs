@@ -75,7 +75,11 @@ pub fn write_module_symbols(
             continue;
         }
         let is_exe = m.path == exename;
-        let file = if is_exe { exe.to_path_buf() } else { PathBuf::from(&m.path) };
+        let file = if is_exe {
+            exe.to_path_buf()
+        } else {
+            PathBuf::from(&m.path)
+        };
         let symbols = match vftrace_symbols::elf_functions(&file) {
             Ok(s) if is_exe || s.instrumented => s,
             Ok(_) => continue,
@@ -92,7 +96,9 @@ pub fn write_module_symbols(
         writer.write_symbols(&m.path, &syms)?;
     }
     if !seen.contains(exename) {
-        return Err(io::Error::other(format!("{exename} is not in /proc/self/maps")));
+        return Err(io::Error::other(format!(
+            "{exename} is not in /proc/self/maps"
+        )));
     }
     Ok(())
 }

@@ -85,7 +85,12 @@ extern "C" fn thread_started() {
     let key = EXIT_KEY.load(Acquire);
     if key != 0 {
         // SAFETY: the key exists; a non-null value makes glibc call the destructor.
-        unsafe { libc::pthread_setspecific((key - 1) as libc::pthread_key_t, std::ptr::dangling::<libc::c_void>()) };
+        unsafe {
+            libc::pthread_setspecific(
+                (key - 1) as libc::pthread_key_t,
+                std::ptr::dangling::<libc::c_void>(),
+            )
+        };
     }
 }
 

@@ -27,7 +27,11 @@ pub fn recorder_pool() -> Result<Option<Attached>, InitError> {
             return Err(InitError::BadRecorderPool);
         }
         let mut st: libc::stat = std::mem::zeroed();
-        let len = if libc::fstat(fd, &mut st) == 0 { st.st_size as usize } else { 0 };
+        let len = if libc::fstat(fd, &mut st) == 0 {
+            st.st_size as usize
+        } else {
+            0
+        };
         let mem = if len == 0 {
             libc::MAP_FAILED
         } else {
@@ -145,7 +149,13 @@ pub fn announce_fork(pool: &Pool, recorded: bool) {
         return;
     }
     // SAFETY: plain system calls.
-    let (pid, ppid, tid) = unsafe { (libc::getpid() as u32, libc::getppid() as u32, libc::gettid() as u64) };
+    let (pid, ppid, tid) = unsafe {
+        (
+            libc::getpid() as u32,
+            libc::getppid() as u32,
+            libc::gettid() as u64,
+        )
+    };
     let msg = ForkMessage {
         pid,
         ppid,

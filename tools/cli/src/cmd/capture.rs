@@ -62,7 +62,9 @@ pub struct Args {
 fn parse_interval(text: &str) -> Result<Duration, String> {
     match super::parse_duration_ns(text) {
         Some(ns) if ns <= 10_000_000_000 => Ok(Duration::from_nanos(ns)),
-        _ => Err(format!("{text:?} is not a pause between 0 and 10s (e.g. 1ms, 250us)")),
+        _ => Err(format!(
+            "{text:?} is not a pause between 0 and 10s (e.g. 1ms, 250us)"
+        )),
     }
 }
 
@@ -70,7 +72,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if args.live {
         return run_live(&args);
     }
-    let stream = args.stream.clone().expect("clap requires it without --live");
+    let stream = args
+        .stream
+        .clone()
+        .expect("clap requires it without --live");
     let from_stdin = stream.as_os_str() == "-";
     let opts = CaptureOptions {
         elf: args.elf.as_deref(),
@@ -80,8 +85,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let report = if from_stdin {
         capture(std::io::stdin().lock(), &args.output, &opts)
     } else {
-        let file = File::open(&stream)
-            .with_context(|| format!("cannot open {}", stream.display()))?;
+        let file =
+            File::open(&stream).with_context(|| format!("cannot open {}", stream.display()))?;
         capture(file, &args.output, &opts)
     }
     .with_context(|| format!("{}: capture failed", stream.display()))?;
@@ -104,7 +109,10 @@ fn run_live(args: &Args) -> anyhow::Result<()> {
     if args.command.is_empty() {
         bail!("--live needs the command that runs the guest, after `--`");
     }
-    let (ram, console) = (args.ram.as_deref().expect("clap"), args.console.as_deref().expect("clap"));
+    let (ram, console) = (
+        args.ram.as_deref().expect("clap"),
+        args.console.as_deref().expect("clap"),
+    );
     let _signals = SignalGuard::install();
     let host_tsc_hz = match args.tsc_hz {
         Some(hz) => hz,
@@ -137,12 +145,22 @@ fn run_live(args: &Args) -> anyhow::Result<()> {
     }
     print_live_summary(&report, &args.output.display().to_string());
     if let Some(cut) = &report.cut {
-        bail!("the guest overwrote its trace pool: {cut}; the trace up to there is in {}", args.output.display());
+        bail!(
+            "the guest overwrote its trace pool: {cut}; the trace up to there is in {}",
+            args.output.display()
+        );
     }
     if let Some(status) = status.filter(|s| !s.success()) {
         use std::os::unix::process::ExitStatusExt;
-        eprintln!("vftrace capture: the command ended with {status}; what the guest traced is in {}", args.output.display());
-        std::process::exit(status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0)));
+        eprintln!(
+            "vftrace capture: the command ended with {status}; what the guest traced is in {}",
+            args.output.display()
+        );
+        std::process::exit(
+            status
+                .code()
+                .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)),
+        );
     }
     Ok(())
 }
@@ -171,11 +189,17 @@ impl LiveProgress {
         }
         self.last = Instant::now();
         let what = if live.attached() {
-            format!("{} drained", vftrace_format::output::human_bytes(live.drained_bytes()))
+            format!(
+                "{} drained",
+                vftrace_format::output::human_bytes(live.drained_bytes())
+            )
         } else {
             "waiting for the guest to announce its trace pool".into()
         };
-        eprint!("\rvftrace capture: {what} ({:.1} s)\x1b[K", self.started.elapsed().as_secs_f64());
+        eprint!(
+            "\rvftrace capture: {what} ({:.1} s)\x1b[K",
+            self.started.elapsed().as_secs_f64()
+        );
         self.shown = true;
     }
 

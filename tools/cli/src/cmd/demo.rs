@@ -133,7 +133,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             .into_iter()
             .map(|live| {
                 let booted = &booted;
-                s.spawn(move || drain_while(live, DRAIN_INTERVAL, || booted.load(Ordering::Acquire)))
+                s.spawn(move || {
+                    drain_while(live, DRAIN_INTERVAL, || booted.load(Ordering::Acquire))
+                })
             })
             .collect();
         let ran = boot(&args, &argv, &kvm_file, &run);
@@ -145,11 +147,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         (ran, drained)
     });
     let (status, wall, kvm_tsc_hz) = ran?;
-    let guest_statuses: Vec<_> = (0..args.guests).map(|i| statuses.status(i, status)).collect();
+    let guest_statuses: Vec<_> = (0..args.guests)
+        .map(|i| statuses.status(i, status))
+        .collect();
     statuses.remove();
     let mut reports = Vec::new();
-    for (((session, dir), drained), status) in
-        sessions.iter().zip(&guest_dirs).zip(drained).zip(guest_statuses)
+    for (((session, dir), drained), status) in sessions
+        .iter()
+        .zip(&guest_dirs)
+        .zip(drained)
+        .zip(guest_statuses)
     {
         let outcome = session.collect(status, wall)?;
         print!("{}", outcome.serial);
@@ -157,7 +164,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let report = match drained {
             Ok(r) => r,
             Err(e) if ended_well => return Err(e).context("the live capture failed"),
-            Err(e) => bail!("the guest {}; see its output above (no trace: {e})", outcome.describe()),
+            Err(e) => bail!(
+                "the guest {}; see its output above (no trace: {e})",
+                outcome.describe()
+            ),
         };
         super::capture::write_probe_names(&elf, dir)?;
         super::capture::print_live_summary(&report, &dir.display().to_string());
@@ -234,7 +244,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 
 /// The guest's command line with `live` added, unless it asks for live already (`wait`).
 fn live_cmdline(cmdline: &str) -> String {
-    if cmdline.split_ascii_whitespace().any(|w| w == "live" || w == "wait") {
+    if cmdline
+        .split_ascii_whitespace()
+        .any(|w| w == "live" || w == "wait")
+    {
         cmdline.to_string()
     } else {
         format!("live {cmdline}").trim_end().to_string()
@@ -267,9 +280,8 @@ fn boot(
         progress: false,
         ..RecordOptions::default()
     };
-    let summary = vftrace_kvm::record(&opts).context(
-        "recording host KVM events failed (run as root with tracefs, or pass --no-kvm)",
-    )?;
+    let summary = vftrace_kvm::record(&opts)
+        .context("recording host KVM events failed (run as root with tracefs, or pass --no-kvm)")?;
     eprintln!(
         "vftrace demo: {} host events of QEMU's threads recorded to {}",
         summary.events,
@@ -430,7 +442,11 @@ fn print_exits(kvm_file: &Path, markers: &[Marker], guests: usize) -> anyhow::Re
     print!(
         "host: {} kvm_pio and {mmio} kvm_mmio exits of {}",
         exits.len() - mmio,
-        if guests == 1 { "this guest" } else { "the guests" }
+        if guests == 1 {
+            "this guest"
+        } else {
+            "the guests"
+        }
     );
     if guests > 1 {
         // The guests' exits interleave: which ones the first guest's phases hold is not told.

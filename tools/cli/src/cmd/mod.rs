@@ -52,7 +52,10 @@ pub(crate) fn parse_seconds(text: &str) -> Result<std::time::Duration, String> {
 /// A size as users type it: bytes, or with K, M, G (binary; an optional trailing B or iB).
 pub(crate) fn parse_size(text: &str) -> Option<usize> {
     let t = text.trim();
-    let t = t.strip_suffix("iB").or_else(|| t.strip_suffix('B')).unwrap_or(t);
+    let t = t
+        .strip_suffix("iB")
+        .or_else(|| t.strip_suffix('B'))
+        .unwrap_or(t);
     let (digits, shift) = match t.chars().last()? {
         'k' | 'K' => (&t[..t.len() - 1], 10),
         'm' | 'M' => (&t[..t.len() - 1], 20),
@@ -66,7 +69,9 @@ pub(crate) fn parse_size(text: &str) -> Option<usize> {
 /// number is nanoseconds. In nanoseconds.
 pub(crate) fn parse_duration_ns(text: &str) -> Option<u64> {
     let t = text.trim();
-    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
     let (number, unit) = t.split_at(split);
     let value: f64 = number.parse().ok()?;
     let scale = match unit.trim() {

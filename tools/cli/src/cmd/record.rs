@@ -86,7 +86,11 @@ fn signal_action(text: &str) -> Result<(i32, SignalAction), String> {
         "trace_on" => SignalAction::TraceOn,
         "trace_off" => SignalAction::TraceOff,
         "finish" => SignalAction::Finish,
-        a => return Err(format!("{a:?}: the actions are trace_on, trace_off and finish")),
+        a => {
+            return Err(format!(
+                "{a:?}: the actions are trace_on, trace_off and finish"
+            ))
+        }
     };
     Ok((number, action))
 }
