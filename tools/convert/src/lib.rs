@@ -82,9 +82,14 @@ pub trait TimelineSink {
     fn process(&mut self, pid: u32, name: &str) -> io::Result<()>;
     /// Names a track inside a process (a thread / vCPU / event lane).
     fn thread(&mut self, pid: u32, tid: u32, name: &str) -> io::Result<()>;
-    /// A slice begins (category [`DEFAULT_CATEGORY`], no arguments).
-    fn begin(&mut self, pid: u32, tid: u32, ts_ns: u64, name: &str) -> io::Result<()>;
-    fn end(&mut self, pid: u32, tid: u32, ts_ns: u64) -> io::Result<()>;
+    /// A slice begins (no arguments; the sink's category, else [`DEFAULT_CATEGORY`]).
+    fn begin(&mut self, pid: u32, tid: u32, ts_ns: u64, name: &str) -> io::Result<()> {
+        self.begin_with(pid, tid, ts_ns, name, &EventExtras::default())
+    }
+    /// The slice ends, with no arguments of its own.
+    fn end(&mut self, pid: u32, tid: u32, ts_ns: u64) -> io::Result<()> {
+        self.end_with(pid, tid, ts_ns, &[])
+    }
     fn begin_with(
         &mut self,
         pid: u32,

@@ -454,16 +454,6 @@ impl<W: Write> TimelineSink for PerfettoWriter<W> {
         self.flush_if_full()
     }
 
-    fn begin(&mut self, pid: u32, tid: u32, ts_ns: u64, name: &str) -> io::Result<()> {
-        let extras = EventExtras::default();
-        self.track_event(pid, tid, ts_ns, EventType::SliceBegin, Some(name), &extras)
-    }
-
-    fn end(&mut self, pid: u32, tid: u32, ts_ns: u64) -> io::Result<()> {
-        let extras = EventExtras::default();
-        self.track_event(pid, tid, ts_ns, EventType::SliceEnd, None, &extras)
-    }
-
     fn begin_with(
         &mut self,
         pid: u32,

@@ -91,12 +91,6 @@ impl TimelineSink for GuestTrack<'_> {
     fn thread(&mut self, pid: u32, tid: u32, name: &str) -> io::Result<()> {
         self.sink.thread(pid, tid, name)
     }
-    fn begin(&mut self, pid: u32, tid: u32, ts_ns: u64, name: &str) -> io::Result<()> {
-        self.begin_with(pid, tid, ts_ns, name, &EventExtras::default())
-    }
-    fn end(&mut self, pid: u32, tid: u32, ts_ns: u64) -> io::Result<()> {
-        self.end_with(pid, tid, ts_ns, &[])
-    }
     fn begin_with(
         &mut self,
         pid: u32,

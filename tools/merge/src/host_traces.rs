@@ -29,19 +29,22 @@ pub(crate) struct Plain<'a> {
     pub category: &'static str,
 }
 
+impl<'e> Plain<'_> {
+    /// `extras`, in `category` unless they name their own.
+    fn categorized(&self, extras: &EventExtras<'e>) -> EventExtras<'e> {
+        EventExtras {
+            category: extras.category.or(Some(self.category)),
+            ..*extras
+        }
+    }
+}
+
 impl TimelineSink for Plain<'_> {
     fn process(&mut self, pid: u32, name: &str) -> io::Result<()> {
         self.sink.process(pid, name)
     }
     fn thread(&mut self, pid: u32, tid: u32, name: &str) -> io::Result<()> {
         self.sink.thread(pid, tid, name)
-    }
-    fn begin(&mut self, pid: u32, tid: u32, ts_ns: u64, name: &str) -> io::Result<()> {
-        let extras = EventExtras::category(self.category);
-        self.sink.begin_with(pid, tid, ts_ns, name, &extras)
-    }
-    fn end(&mut self, pid: u32, tid: u32, ts_ns: u64) -> io::Result<()> {
-        self.sink.end(pid, tid, ts_ns)
     }
     fn begin_with(
         &mut self,
@@ -51,7 +54,8 @@ impl TimelineSink for Plain<'_> {
         name: &str,
         extras: &EventExtras,
     ) -> io::Result<()> {
-        self.sink.begin_with(pid, tid, ts_ns, name, extras)
+        self.sink
+            .begin_with(pid, tid, ts_ns, name, &self.categorized(extras))
     }
     fn end_with(
         &mut self,
@@ -70,11 +74,8 @@ impl TimelineSink for Plain<'_> {
         name: &str,
         extras: &EventExtras,
     ) -> io::Result<()> {
-        let extras = EventExtras {
-            category: extras.category.or(Some(self.category)),
-            ..*extras
-        };
-        self.sink.instant_with(pid, tid, ts_ns, name, &extras)
+        self.sink
+            .instant_with(pid, tid, ts_ns, name, &self.categorized(extras))
     }
     fn finish(&mut self) -> io::Result<()> {
         self.sink.finish()
