@@ -89,11 +89,8 @@ pub unsafe extern "C" fn on_entry(st: *mut ThreadState, slot: *mut usize, func: 
                 // SAFETY: w < end: inside the chunk this thread owns.
                 unsafe { (w as *mut [u64; 2]).write([t, word]) };
                 d.write.store(w + 16, Release);
-                compiler_fence(Release);
-                st.depth = depth as u32 + 1;
-                compiler_fence(Release);
-                // SAFETY: the caller's contract.
-                unsafe { slot.write(return_trampoline_address()) };
+                // SAFETY: depth < SHADOW_STACK_DEPTH, its frame written; `slot` as above.
+                unsafe { commit_frame(st, depth, slot) };
                 st.gate = GATE_OPEN;
                 return;
             }

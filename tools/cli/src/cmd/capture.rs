@@ -210,13 +210,14 @@ impl LiveProgress {
     }
 }
 
+/// The guest's name as its header gives it (empty without one).
+fn guest_name(header: Option<&vftrace_format::stream::OwnedHeader>) -> String {
+    header.map(|h| h.display_name()).unwrap_or_default()
+}
+
 /// One paragraph about a capture, shared with `vftrace demo`.
 pub fn print_summary(report: &CaptureReport, output: &str) {
-    let name = report
-        .header
-        .as_ref()
-        .map(|h| h.display_name())
-        .unwrap_or_default();
+    let name = guest_name(report.header.as_ref());
     outln!(
         "captured guest \"{name}\": {} records in {} thread(s), {} lost, {} frames, {} symbols, TSC {:.0} Hz -> {output}",
         report.records,
@@ -245,11 +246,7 @@ pub fn write_probe_names(elf: &Path, dir: &Path) -> anyhow::Result<()> {
 
 /// [`print_summary`] for a live capture, with what the drain did; warnings on stderr.
 pub fn print_live_summary(report: &LiveReport, output: &str) {
-    let name = report
-        .header
-        .as_ref()
-        .map(|h| h.display_name())
-        .unwrap_or_default();
+    let name = guest_name(report.header.as_ref());
     outln!(
         "captured guest \"{name}\" live: {} records in {} thread(s), {} lost, {} calls not recorded, {} markers, {} symbols, TSC {:.0} Hz -> {output}",
         report.records,
