@@ -21,6 +21,7 @@ use anyhow::Context;
 use std::ffi::OsString;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use vftrace_format::clock::{ClockMap, ClockSource};
 use vftrace_format::dir::TraceDirWriter;
@@ -108,10 +109,7 @@ pub fn record(opts: &Options) -> anyhow::Result<Outcome> {
     // The ticks of -t must be known before the program starts.
     let time_filter_ticks = (opts.time_filter_ns as f64 * clock.tsc_hz / 1e9) as u64;
     if !opts.start_disabled {
-        pool.header()
-            .enabled
-            .0
-            .store(1, std::sync::atomic::Ordering::Release);
+        pool.header().enabled.0.store(1, Ordering::Release);
     }
 
     let mut env: Vec<(String, OsString)> = vec![
@@ -178,10 +176,8 @@ pub fn record(opts: &Options) -> anyhow::Result<Outcome> {
             if signals & (1 << sig) != 0 {
                 let enabled = &pool.header().enabled.0;
                 match action {
-                    SignalAction::TraceOn => enabled.store(1, std::sync::atomic::Ordering::Release),
-                    SignalAction::TraceOff => {
-                        enabled.store(0, std::sync::atomic::Ordering::Release)
-                    }
+                    SignalAction::TraceOn => enabled.store(1, Ordering::Release),
+                    SignalAction::TraceOff => enabled.store(0, Ordering::Release),
                     SignalAction::Finish => stopped = true,
                 }
             }
@@ -211,10 +207,7 @@ pub fn record(opts: &Options) -> anyhow::Result<Outcome> {
     progress.clear();
     if stopped {
         // Later records are of no interest: the program goes on untraced.
-        pool.header()
-            .enabled
-            .0
-            .store(0, std::sync::atomic::Ordering::Release);
+        pool.header().enabled.0.store(0, Ordering::Release);
     }
     drain.pass(&mut writer, true)?;
     drain.finish_threads(&mut writer)?;
@@ -245,11 +238,7 @@ pub fn record(opts: &Options) -> anyhow::Result<Outcome> {
         bytes: drain.totals.bytes,
         elapsed,
         warnings,
-        untraced_threads: pool
-            .header()
-            .threads_untraced
-            .0
-            .load(std::sync::atomic::Ordering::Relaxed),
+        untraced_threads: pool.header().threads_untraced.0.load(Ordering::Relaxed),
         ..Summary::default()
     };
     summary.lost += drain.skipped_records;

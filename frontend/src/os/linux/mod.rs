@@ -51,7 +51,6 @@ pub fn info(exename: String) -> Info {
     info
 }
 
-/// `usageinfo` from a `getrusage`/`wait4` result.
 fn cmdline() -> String {
     let raw = std::fs::read("/proc/self/cmdline").unwrap_or_default();
     raw.split(|&b| b == 0)
